@@ -1,0 +1,24 @@
+//! Rust types, client and server for the `orders.v1` API, generated from
+//! `proto/orders/v1/orders.proto`, with the proto3 JSON mapping (serde) for every message, and the
+//! encoded file descriptor set that server reflection serves.
+
+/// The `orders.v1` package: messages, `order_service_client` and `order_service_server`.
+pub mod v1 {
+    #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("orders.v1");
+    include!(concat!(env!("OUT_DIR"), "/orders.v1.serde.rs"));
+}
+
+mod timestamp;
+
+/// Well-known protobuf types as the generated code uses them.
+pub mod wkt {
+    pub use crate::timestamp::Timestamp;
+}
+
+/// The encoded `FileDescriptorSet` of `orders.v1` (with its imports), for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/orders_descriptor.bin"));
+
+/// The fully qualified name of the order service, as health checks and reflection name it.
+pub const ORDER_SERVICE_NAME: &str = "orders.v1.OrderService";
