@@ -1,0 +1,178 @@
+//! Tower layer for a gRPC client channel: one `SpanKind::Client` span per attempt, nested
+//! under whatever span is current (the logical call a retry loop opened), with
+//! `traceparent`/`tracestate`/`baggage` injected into the request headers, the gRPC status
+//! recorded, and attempt duration and attempts in flight measured.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tonic::Code;
+use tonic::body::Body as TonicBody;
+use tonic::codegen::Bytes;
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::call::{
+    CallRecord, ObservedBody, Side, code_from_http_status, split_path, status_from_headers,
+};
+use crate::metrics::Metrics;
+use crate::propagation::{inject_context, inject_current};
+
+/// Which attempt of a logical call a request is (1 for the first). A retry loop puts it in
+/// the request's extensions (`tonic::Request::extensions_mut`); the attempt span then
+/// carries it as `rpc.attempt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptNumber(pub u32);
+
+/// Observes every call made through the wrapped channel; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct GrpcClientLayer {
+    metrics: Metrics,
+    server: Option<(String, u16)>,
+}
+
+impl GrpcClientLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            server: None,
+        }
+    }
+
+    /// Names the server in `server.address`/`server.port`. Needed because tonic adds the
+    /// origin inside the channel, so requests passing this layer carry only the path; when
+    /// unset, the request URI's authority (if any) is used.
+    pub fn with_server(mut self, endpoint: &http::Uri) -> Self {
+        self.server = endpoint.host().map(|host| {
+            let default_port = if endpoint.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            (host.to_owned(), endpoint.port_u16().unwrap_or(default_port))
+        });
+        self
+    }
+}
+
+impl<S> Layer<S> for GrpcClientLayer {
+    type Service = GrpcClientService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcClientService {
+            inner,
+            metrics: self.metrics.clone(),
+            server: self.server.clone(),
+        }
+    }
+}
+
+/// The service made by [`GrpcClientLayer`].
+#[derive(Clone, Debug)]
+pub struct GrpcClientService<S> {
+    inner: S,
+    metrics: Metrics,
+    server: Option<(String, u16)>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcClientService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError> + std::fmt::Display,
+{
+    type Response = Response<TonicBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let (service, method) = split_path(&path);
+        let (address, port) = match (&self.server, request.uri().authority()) {
+            (Some((host, port)), _) => (Some(host.clone()), Some(*port)),
+            (None, Some(authority)) => (Some(authority.host().to_owned()), authority.port_u16()),
+            (None, None) => (None, None),
+        };
+        // Numbers go in as i64: the OpenTelemetry layer turns other integer types into strings.
+        let attempt = request
+            .extensions()
+            .get::<AttemptNumber>()
+            .map(|a| i64::from(a.0));
+        let span = tracing::info_span!(
+            target: "order_status_telemetry::grpc",
+            "grpc.client",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            server.address = address,
+            server.port = port.map(i64::from),
+            rpc.attempt = attempt,
+            rpc.grpc.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let context = span.context();
+        if opentelemetry::trace::TraceContextExt::span(&context)
+            .span_context()
+            .is_valid()
+        {
+            inject_context(&context, request.headers_mut());
+        } else {
+            // No OpenTelemetry layer sees this span; still pass on any trace we are part of.
+            inject_current(request.headers_mut());
+        }
+        let mut call = CallRecord::start(
+            span.clone(),
+            Side::Client,
+            self.metrics.clone(),
+            service,
+            method,
+        );
+
+        let response = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(async move {
+            match response.instrument(span).await {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    let call = if let Some((code, message)) = status_from_headers(&parts.headers) {
+                        call.finish(code, &message);
+                        None
+                    } else if parts.status != http::StatusCode::OK {
+                        call.finish(
+                            code_from_http_status(parts.status),
+                            &format!("HTTP status {}", parts.status),
+                        );
+                        None
+                    } else {
+                        Some(call)
+                    };
+                    Ok(Response::from_parts(
+                        parts,
+                        TonicBody::new(ObservedBody::new(body, call)),
+                    ))
+                }
+                Err(error) => {
+                    // tonic reports a channel error (no connection) as UNAVAILABLE.
+                    call.finish(Code::Unavailable, &error.to_string());
+                    Err(error)
+                }
+            }
+        })
+    }
+}

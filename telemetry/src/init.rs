@@ -1,0 +1,62 @@
+//! One call for a binary: read the environment, build the pipelines, install the global
+//! subscriber, propagator, tracer and meter providers.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{ConfigError, TelemetryConfig};
+use crate::logs::{LogFilterError, log_layer};
+use crate::pipeline::{PipelineError, Telemetry};
+use crate::propagation::propagator;
+
+/// Telemetry could not be set up; the binary should print this and exit non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A variable holds a bad value.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `RUST_LOG` does not parse.
+    #[error(transparent)]
+    LogFilter(#[from] LogFilterError),
+    /// An exporter could not be built.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// Another global subscriber was installed first (telemetry is set up once per process).
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Sets up logs, traces and metrics from the environment (see [`TelemetryConfig::from_env`])
+/// with `default_service_name` as `service.name` unless the environment names one.
+/// Call inside the Tokio runtime; keep the result and `shutdown().await` it before exiting.
+pub fn init(default_service_name: &str) -> Result<Telemetry, InitError> {
+    init_with(&TelemetryConfig::from_env(default_service_name)?)
+}
+
+/// [`init`] with an explicit configuration.
+pub fn init_with(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
+    // Checked first so a refused second call leaves the globals of the first untouched.
+    if tracing::dispatcher::has_been_set() {
+        return Err(InitError::AlreadyInstalled);
+    }
+    let (stderr, log_writer) = crate::log_writer::BufferedStderr::new();
+    let log_layer = log_layer(config.log_format, &config.log_filter, stderr)?;
+    let mut telemetry = Telemetry::build_with(config, |meter_provider| {
+        opentelemetry::global::set_meter_provider(meter_provider.clone());
+    })?;
+    telemetry.keep_log_writer(log_writer);
+    tracing_subscriber::registry()
+        .with(log_layer)
+        .with(telemetry.tracing_layer())
+        .try_init()
+        .map_err(|_| InitError::AlreadyInstalled)?;
+    opentelemetry::global::set_text_map_propagator(propagator());
+    opentelemetry::global::set_tracer_provider(telemetry.tracer_provider().clone());
+    tracing::debug!(
+        service.name = %config.service_name,
+        traces_endpoint = config.traces_endpoint.as_deref().unwrap_or("none"),
+        metrics_endpoint = config.metrics_endpoint.as_deref().unwrap_or("none"),
+        "telemetry ready"
+    );
+    Ok(telemetry)
+}

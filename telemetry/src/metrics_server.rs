@@ -1,0 +1,74 @@
+//! A minimal HTTP/1 server answering `GET /metrics` with the Prometheus text, for a process
+//! that has no HTTP server of its own (order-service's `ORDER_SERVICE_METRICS_ADDR`).
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::exposition::PrometheusExposition;
+
+/// The path metrics are served on.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Serves `/metrics` on `listener` until `shutdown` completes. Connections already accepted
+/// finish on their own.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    exposition: PrometheusExposition,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Per-connection errors (e.g. the peer reset before accept) must not
+                    // stop the server.
+                    tracing::warn!(error = %error, "accepting a /metrics connection failed");
+                    continue;
+                }
+            },
+        };
+        let exposition = exposition.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = respond(&exposition, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %error, "a /metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond<B>(exposition: &PrometheusExposition, request: &Request<B>) -> Response<String> {
+    if request.uri().path() != METRICS_PATH {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    exposition.http_response()
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<String> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body.to_owned())
+        .expect("static status and header are valid")
+}
