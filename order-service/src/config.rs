@@ -1,0 +1,304 @@
+//! Settings from flags and environment variables (every flag has a variable of the same meaning),
+//! checked before anything is opened or bound, so a bad setting is one clear message and a
+//! non-zero exit.
+
+use crate::grpc::auth::{TokenSet, TokensFileError};
+use crate::store::{Retention, StoreOptions};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The command line of the `order-service` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "order-service",
+    version,
+    about = "The orders.v1 gRPC service: the system of record for orders and their status.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to serve (the default).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands other than serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Asks a running order-service for its gRPC health; exits 0 when it is SERVING.
+    /// Made for container health checks, where there is no shell or grpc_health_probe.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `order-service healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The service's address; an unspecified IP (0.0.0.0, [::]) means this host.
+    #[arg(long, env = "ORDER_SERVICE_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Flags of serving.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long, env = "ORDER_SERVICE_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+    /// Where orders are stored: sqlite://PATH (created on first start).
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_DATABASE_URL",
+        default_value = "sqlite://orders.db"
+    )]
+    pub database_url: String,
+    /// TOML file of accepted tokens (SHA-256 hashes with principal and scopes).
+    #[arg(long, env = "ORDER_SERVICE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Development mode: run without a tokens file, with one generated token (printed once)
+    /// that has every scope. Never use it in production.
+    #[arg(long, env = "ORDER_SERVICE_DEV", action = ArgAction::SetTrue,
+          conflicts_with = "tokens_file")]
+    pub dev: bool,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when unset.
+    #[arg(long, env = "ORDER_SERVICE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long in-flight calls may take to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "ORDER_SERVICE_SHUTDOWN_GRACE", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Longest a unary call may work, whatever deadline the client sets.
+    #[arg(long, env = "ORDER_SERVICE_MAX_DEADLINE", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub max_deadline: Duration,
+    /// Calls worked on at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_MAX_CONCURRENT_CALLS",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_calls: usize,
+    /// Open WatchOrders streams at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ORDER_SERVICE_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "ORDER_SERVICE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// How long events are kept for resuming watches (an order's latest event is kept always).
+    #[arg(long, env = "ORDER_SERVICE_EVENT_RETENTION", default_value = "7days",
+          value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
+    /// How long idempotency keys are kept; at least 24h.
+    #[arg(long, env = "ORDER_SERVICE_IDEMPOTENCY_RETENTION", default_value = "48h",
+          value_parser = humantime::parse_duration)]
+    pub idempotency_retention: Duration,
+    /// Live events buffered for the slowest watcher; one that falls further behind is cut off
+    /// with RESOURCE_EXHAUSTED and resumes from its last sequence.
+    #[arg(long, env = "ORDER_SERVICE_WATCH_BUFFER", default_value_t = 4096)]
+    pub watch_buffer: usize,
+    /// Interval of HTTP/2 keepalive pings to idle clients.
+    #[arg(long, env = "ORDER_SERVICE_KEEPALIVE_INTERVAL", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// Validated settings of a server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// The store.
+    pub database: Database,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Accepted tokens.
+    pub tokens: TokenSet,
+    /// In development mode, the generated token (shown once at start).
+    pub dev_token: Option<String>,
+    /// See [`ServeArgs::shutdown_grace`].
+    pub shutdown_grace: Duration,
+    /// See [`ServeArgs::max_deadline`].
+    pub max_deadline: Duration,
+    /// See [`ServeArgs::max_concurrent_calls`].
+    pub max_concurrent_calls: usize,
+    /// See [`ServeArgs::max_watchers`].
+    pub max_watchers: usize,
+    /// See [`ServeArgs::max_message_bytes`].
+    pub max_message_bytes: usize,
+    /// Retention and live event buffer of the store.
+    pub store: StoreOptions,
+    /// See [`ServeArgs::keepalive_interval`].
+    pub keepalive_interval: Duration,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither a tokens file nor development mode.
+    #[error(
+        "no tokens file: set ORDER_SERVICE_TOKENS_FILE (or --tokens-file), \
+         or start with --dev (ORDER_SERVICE_DEV=true) for a development token"
+    )]
+    NoTokens,
+    /// The tokens file is unusable.
+    #[error(transparent)]
+    Tokens(#[from] TokensFileError),
+    /// The database URL is not understood.
+    #[error("ORDER_SERVICE_DATABASE_URL {url:?}: {problem}")]
+    DatabaseUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A number or duration is out of range.
+    #[error("{setting} {problem}")]
+    OutOfRange {
+        /// The variable.
+        setting: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Shortest idempotency key retention the contract allows.
+const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+impl ServeArgs {
+    /// Checks every setting and loads the tokens file.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let database = parse_database_url(&self.database_url)?;
+        let (tokens, dev_token) = match (&self.tokens_file, self.dev) {
+            (Some(path), _) => (TokenSet::load(path)?, None),
+            (None, true) => {
+                let (tokens, token) = TokenSet::development();
+                (tokens, Some(token))
+            }
+            (None, false) => return Err(ConfigError::NoTokens),
+        };
+        let positive = |setting: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError::OutOfRange {
+                    setting,
+                    problem: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        if self.idempotency_retention < MIN_IDEMPOTENCY_RETENTION {
+            return Err(ConfigError::OutOfRange {
+                setting: "ORDER_SERVICE_IDEMPOTENCY_RETENTION",
+                problem: "must be at least 24h: the contract keeps idempotency keys a day".into(),
+            });
+        }
+        if self.max_deadline.is_zero() || self.keepalive_interval.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "ORDER_SERVICE_MAX_DEADLINE / ORDER_SERVICE_KEEPALIVE_INTERVAL",
+                problem: "must be longer than zero".into(),
+            });
+        }
+        Ok(Settings {
+            addr: self.addr,
+            database,
+            metrics_addr: self.metrics_addr,
+            tokens,
+            dev_token,
+            shutdown_grace: self.shutdown_grace,
+            max_deadline: self.max_deadline,
+            max_concurrent_calls: positive(
+                "ORDER_SERVICE_MAX_CONCURRENT_CALLS",
+                self.max_concurrent_calls,
+            )?,
+            max_watchers: positive("ORDER_SERVICE_MAX_WATCHERS", self.max_watchers)?,
+            max_message_bytes: positive("ORDER_SERVICE_MAX_MESSAGE_BYTES", self.max_message_bytes)?,
+            store: StoreOptions {
+                retention: Retention {
+                    events: self.event_retention,
+                    idempotency_keys: self.idempotency_retention,
+                },
+                live_buffer: positive("ORDER_SERVICE_WATCH_BUFFER", self.watch_buffer)?,
+            },
+            keepalive_interval: self.keepalive_interval,
+        })
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<Database, ConfigError> {
+    let problem = |problem| ConfigError::DatabaseUrl {
+        url: url.to_owned(),
+        problem,
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(problem(
+                "names no file; use sqlite://PATH, e.g. sqlite://orders.db",
+            ));
+        }
+        if path.contains('?') {
+            return Err(problem("takes no query parameters; use sqlite://PATH"));
+        }
+        return Ok(Database::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(problem(
+            "PostgreSQL is not supported by this build yet; use sqlite://PATH",
+        ));
+    }
+    Err(problem("must start with sqlite://"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["order-service"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().serve.into_settings()
+    }
+
+    #[test]
+    fn database_urls_name_a_sqlite_file() {
+        assert_eq!(
+            parse_database_url("sqlite://orders.db").unwrap(),
+            Database::Sqlite("orders.db".into())
+        );
+        assert_eq!(
+            parse_database_url("sqlite:///data/orders.db").unwrap(),
+            Database::Sqlite("/data/orders.db".into())
+        );
+        for bad in ["sqlite://", "mysql://x", "orders.db", "postgres://u@h/db"] {
+            assert!(parse_database_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_to_start_without_tokens_unless_in_development_mode() {
+        assert!(matches!(args(&[]), Err(ConfigError::NoTokens)));
+        let dev = args(&["--dev"]).unwrap();
+        assert!(dev.dev_token.is_some());
+        assert!(
+            Cli::try_parse_from(["order-service", "--dev", "--tokens-file", "x.toml"]).is_err()
+        );
+    }
+
+    #[test]
+    fn short_idempotency_retention_is_refused() {
+        let error = args(&["--dev", "--idempotency-retention", "1h"]).unwrap_err();
+        assert!(error.to_string().contains("24h"), "{error}");
+    }
+}

@@ -1,0 +1,107 @@
+//! The one mapping from failures to gRPC statuses. Every error carries a `google.rpc.ErrorInfo`
+//! (domain `orders.v1`, an UPPER_SNAKE reason), validation errors a `google.rpc.BadRequest`
+//! listing every field; internal causes are logged here and never sent.
+
+use crate::domain::Error;
+use crate::error_chain::DisplayChain;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo` domain of every error this service returns.
+pub const ERROR_DOMAIN: &str = "orders.v1";
+
+/// A status with an `ErrorInfo` of `reason` and no metadata.
+pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    status_with(code, reason, message, HashMap::new())
+}
+
+/// A status with an `ErrorInfo` of `reason` and `metadata`.
+pub fn status_with(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: HashMap<String, String>,
+) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let meta = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect::<HashMap<_, _>>()
+        };
+        let message = error.to_string();
+        match error {
+            Error::Invalid(violations) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("VALIDATION_FAILED", ERROR_DOMAIN, HashMap::new());
+                let mut summary = Vec::with_capacity(violations.len());
+                for violation in &violations {
+                    details.add_bad_request_violation(&violation.field, &violation.description);
+                    summary.push(format!("{}: {}", violation.field, violation.description));
+                }
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid request: {}", summary.join("; ")),
+                    details,
+                )
+            }
+            Error::NotFound(id) => status_with(
+                Code::NotFound,
+                "ORDER_NOT_FOUND",
+                message,
+                meta(&[("order_id", id.to_string())]),
+            ),
+            Error::InvalidTransition { from, to } => status_with(
+                Code::FailedPrecondition,
+                "INVALID_TRANSITION",
+                message,
+                meta(&[("from", from.to_string()), ("to", to.to_string())]),
+            ),
+            Error::VersionMismatch { expected, actual } => status_with(
+                Code::Aborted,
+                "VERSION_MISMATCH",
+                message,
+                meta(&[
+                    ("expected_version", expected.to_string()),
+                    ("current_version", actual.to_string()),
+                ]),
+            ),
+            Error::IdempotencyKeyReused => {
+                status(Code::InvalidArgument, "IDEMPOTENCY_KEY_REUSED", message)
+            }
+            Error::RequestInProgress => status(Code::Aborted, "REQUEST_IN_PROGRESS", message),
+            Error::DeadlineExceeded => status(Code::DeadlineExceeded, "DEADLINE_EXCEEDED", message),
+            Error::EventsExpired { oldest, .. } => status_with(
+                Code::OutOfRange,
+                "EVENTS_EXPIRED",
+                message,
+                meta(&[("oldest_sequence", oldest.to_string())]),
+            ),
+            Error::SequenceAhead { latest, .. } => status_with(
+                Code::OutOfRange,
+                "SEQUENCE_AHEAD",
+                message,
+                meta(&[("latest_sequence", latest.to_string())]),
+            ),
+            Error::Unavailable(cause) => {
+                tracing::warn!(error = %DisplayChain(&*cause), "store unavailable");
+                status(
+                    Code::Unavailable,
+                    "STORE_UNAVAILABLE",
+                    "the order store is unavailable; retry later",
+                )
+            }
+            Error::Internal(cause) => {
+                tracing::error!(error = %DisplayChain(&*cause), "internal error");
+                status(Code::Internal, "INTERNAL", "internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The one tower layer in front of the handlers. For every call, in order: authenticate and
+//! check the scope (order service only), take an admission slot (or shed the call), set the
+//! deadlines; then run the handler under the work deadline, release the slot when it answers,
+//! give over-limit messages their proper code, and bound the response body by the caller's
+//! deadline. Each step lives in its own module; this one only puts them in order.
+
+use super::admission::Admission;
+use super::auth::{PROTECTED_PREFIX, TokenSet};
+use super::context::CallDeadline;
+use super::deadline::CallDeadlines;
+use super::message_limit;
+use super::wire::{Body, error_response};
+use futures::future::BoxFuture;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::{Layer, Service};
+
+/// What the gate enforces.
+#[derive(Debug, Clone)]
+pub struct GateLayer {
+    policy: Arc<Policy>,
+}
+
+#[derive(Debug)]
+struct Policy {
+    tokens: TokenSet,
+    admission: Admission,
+    max_deadline: Duration,
+}
+
+impl GateLayer {
+    /// Accepts `tokens`, works on at most `max_calls` order-service calls at once, and gives a
+    /// handler at most `max_deadline`.
+    pub fn new(tokens: TokenSet, max_calls: usize, max_deadline: Duration) -> Self {
+        GateLayer {
+            policy: Arc::new(Policy {
+                tokens,
+                admission: Admission::new(max_calls),
+                max_deadline,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+/// See [`GateLayer`].
+#[derive(Debug, Clone)]
+pub struct Gate<S> {
+    inner: S,
+    policy: Arc<Policy>,
+}
+
+impl<S, B> Service<http::Request<B>> for Gate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let refuse =
+            |status| -> Self::Future { Box::pin(std::future::ready(Ok(error_response(status)))) };
+        if let Some(method) = request.uri().path().strip_prefix(PROTECTED_PREFIX) {
+            let header = request.headers().get(http::header::AUTHORIZATION);
+            match self.policy.tokens.authorize(header, method) {
+                Ok(principal) => {
+                    order_status_telemetry::grpc::record_principal(
+                        request.extensions(),
+                        principal.as_str(),
+                    );
+                    request.extensions_mut().insert(principal);
+                }
+                Err(status) => return refuse(status),
+            }
+        }
+        let slot = match self.policy.admission.admit(request.uri().path()) {
+            Ok(slot) => slot,
+            Err(status) => return refuse(status),
+        };
+        let deadlines = CallDeadlines::new(request.headers(), self.policy.max_deadline);
+        request
+            .extensions_mut()
+            .insert(CallDeadline(deadlines.work));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let answered = tokio::time::timeout_at(deadlines.work, response).await;
+            // Held until the handler answered; a stream's body then lives on its own (watch
+            // streams have their own limit).
+            drop(slot);
+            Ok(match answered {
+                Ok(Ok(response)) => deadlines.bound_body(message_limit::translate(response)),
+                Err(_elapsed) => deadlines.expired(),
+            })
+        })
+    }
+}

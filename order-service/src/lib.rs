@@ -1,0 +1,16 @@
+//! order-service: the system of record for orders and their status, served over gRPC
+//! (`orders.v1.OrderService`) with token auth, deadlines, health and reflection.
+//!
+//! The binary is a thin wrapper around [`startup::Application`]; tests build the same
+//! application on port 0.
+
+pub mod config;
+pub mod domain;
+pub mod error_chain;
+pub mod grpc;
+pub mod health;
+pub mod healthcheck;
+pub mod observability;
+pub mod server;
+pub mod startup;
+pub mod store;

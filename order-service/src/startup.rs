@@ -1,0 +1,219 @@
+//! Building the server from settings (store, handlers, layers, health, reflection), binding its
+//! listener, and running it until a shutdown signal, then draining.
+
+use crate::config::{Database, Settings};
+use crate::grpc::gate::GateLayer;
+use crate::grpc::orders::OrdersApi;
+use crate::grpc::watch::WatchOptions;
+use crate::observability::Observability;
+use crate::server::{self, ConnectionSettings};
+use crate::store::{InstrumentedStore, OrderStore, SqliteStore};
+use crate::{domain, health};
+use anyhow::Context as _;
+use order_status_telemetry::grpc::GrpcServerLayer;
+use orders_proto::v1::order_service_server::OrderServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+/// How often old events and idempotency keys are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// A built server with its listener bound, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    metrics_listener: Option<TcpListener>,
+    settings: Settings,
+    store: Arc<dyn OrderStore>,
+    observability: Observability,
+}
+
+impl Application {
+    /// Opens the store and binds the listeners. Nothing is served until
+    /// [`Application::run_until`].
+    pub async fn build(settings: Settings, observability: Observability) -> anyhow::Result<Self> {
+        let store: Arc<dyn OrderStore> = match &settings.database {
+            Database::Sqlite(path) => {
+                let path = path.clone();
+                let options = settings.store;
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
+                    .await?
+                    .map_err(describe)
+                    .context("opening the SQLite store")?;
+                Arc::new(InstrumentedStore::new(
+                    Arc::new(store),
+                    "sqlite",
+                    observability.metrics.clone(),
+                ))
+            }
+        };
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .with_context(|| format!("binding {}", settings.addr))?;
+        let local_addr = listener.local_addr()?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics address {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Application {
+            listener,
+            local_addr,
+            metrics_listener,
+            settings,
+            store,
+            observability,
+        })
+    }
+
+    /// The address the listener is bound to (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address `/metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully: health turns NOT_SERVING,
+    /// watch streams end with UNAVAILABLE, new calls are refused, calls in flight get the
+    /// grace period to finish.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            local_addr,
+            metrics_listener,
+            settings,
+            store,
+            observability,
+        } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::set(&reporter, ServingStatus::Serving).await;
+        let shutdown = CancellationToken::new();
+
+        let api = OrdersApi::new(
+            Arc::clone(&store),
+            WatchOptions {
+                slots: Arc::new(Semaphore::new(settings.max_watchers)),
+                shutdown: shutdown.clone(),
+                metrics: observability.metrics.clone(),
+            },
+            observability.metrics.clone(),
+        );
+        let orders = OrderServiceServer::new(api)
+            .max_decoding_message_size(settings.max_message_bytes)
+            .max_encoding_message_size(settings.max_message_bytes.max(4 * 1024 * 1024));
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(orders_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc error details, so grpcurl can show ErrorInfo and BadRequest.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let routes = tonic::service::Routes::new(orders)
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .prepare();
+        let service = tower::ServiceBuilder::new()
+            // Outermost, so its span (continuing the caller's trace) is the parent of all the
+            // rest and even refused calls are traced, measured and logged.
+            .layer(
+                GrpcServerLayer::new(observability.metrics.clone())
+                    .without_spans_for(["grpc.health.v1.Health"]),
+            )
+            .layer(GateLayer::new(
+                settings.tokens.clone(),
+                settings.max_concurrent_calls,
+                settings.max_deadline,
+            ))
+            .service(routes);
+
+        let background = CancellationToken::new();
+        tokio::spawn(health::monitor(
+            reporter.clone(),
+            Arc::clone(&store),
+            background.clone(),
+        ));
+        tokio::spawn(prune_periodically(Arc::clone(&store), background.clone()));
+        if let Some(listener) = metrics_listener {
+            tokio::spawn(order_status_telemetry::serve_metrics(
+                listener,
+                observability.exposition.clone(),
+                background.clone().cancelled_owned(),
+            ));
+        }
+
+        tracing::info!(addr = %local_addr, "serving orders.v1");
+        let stop = {
+            let shutdown = shutdown.clone();
+            let reporter = reporter.clone();
+            let background = background.clone();
+            async move {
+                signal.await;
+                tracing::info!("shutting down: NOT_SERVING, ending watch streams, draining calls");
+                background.cancel();
+                health::set(&reporter, ServingStatus::NotServing).await;
+                shutdown.cancel();
+            }
+        };
+        server::serve(
+            listener,
+            service,
+            ConnectionSettings {
+                keepalive_interval: settings.keepalive_interval,
+            },
+            stop,
+            settings.shutdown_grace,
+        )
+        .await;
+        background.cancel();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn prune_periodically(store: Arc<dyn OrderStore>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = store.prune().await {
+            tracing::warn!(error = %describe(error), "pruning old records failed");
+        }
+    }
+}
+
+/// An error with its cause chain in one line, for start-up failures and logs.
+fn describe(error: domain::Error) -> anyhow::Error {
+    anyhow::Error::new(error)
+}
+
+/// A future that resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this
+/// is called, not when the future is first polled, so a signal that arrives right after start-up
+/// (say, after the "listening" line) still shuts down gracefully instead of killing the process.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}

@@ -1,0 +1,303 @@
+//! The embedded SQLite store: one writer thread (group commit), a pool of readers and a cache of
+//! recently written orders over one database file in WAL mode, used by one process at a time.
+
+mod cache;
+mod checkpointer;
+mod readers;
+mod rows;
+mod schema;
+mod writer;
+
+use self::cache::OrderCache;
+use self::checkpointer::Checkpointer;
+use self::readers::ReadPool;
+use self::rows::{EVENT_COLUMNS, ORDER_COLUMNS, event_from_row, into_error, order_from_row};
+use self::writer::Command;
+use super::{LiveEvents, LogBounds, OrderStore, StoreOptions};
+use crate::domain::{
+    Error, ListQuery, Order, OrderEvent, OrderId, OrderStatus, Page, Write, WriteOutcome,
+};
+use rusqlite::{OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Writes waiting for the writer thread before callers are made to wait.
+const WRITE_QUEUE: usize = 4096;
+/// Read-only connections.
+const READERS: usize = 4;
+/// Orders kept in memory (about 0.5 KiB each).
+const CACHED_ORDERS: usize = 100_000;
+/// Newest orders loaded into the cache at start.
+const WARM_ORDERS: i64 = 10_000;
+
+/// Orders in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    commands: mpsc::Sender<Command>,
+    readers: Arc<ReadPool>,
+    cache: Arc<OrderCache>,
+    live: LiveEvents,
+    /// Checkpoints the WAL while the store is open.
+    _checkpointer: Checkpointer,
+    /// Held while the store is open: a second process on the same file would bypass the single
+    /// writer and leave the cache stale.
+    _exclusive: std::fs::File,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path` and starts its writer.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self, Error> {
+        let exclusive = lock_exclusively(path)?;
+        let writer = schema::open_writer(path).map_err(|error| {
+            Error::Unavailable(
+                format!("cannot open SQLite database {}: {error}", path.display()).into(),
+            )
+        })?;
+        let readers = ReadPool::open(path, READERS).map_err(into_error)?;
+        let checkpointer = Checkpointer::start(path.to_owned()).map_err(Error::internal)?;
+        let cache = Arc::new(OrderCache::new(CACHED_ORDERS));
+        warm(&writer, &cache).map_err(into_error)?;
+        let live = LiveEvents::new(options.live_buffer);
+        let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
+        let feed = live.clone();
+        let written = Arc::clone(&cache);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer::run(writer, receiver, feed, written, options.retention))
+            .map_err(Error::internal)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            commands,
+            readers,
+            cache,
+            live,
+            _checkpointer: checkpointer,
+            _exclusive: exclusive,
+        })
+    }
+
+    async fn send(&self, command: Command) -> Result<(), Error> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl OrderStore for SqliteStore {
+    async fn write(&self, write: Write, deadline: Option<Instant>) -> Result<WriteOutcome, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Write {
+            write,
+            deadline,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?
+    }
+
+    async fn order(&self, id: &OrderId) -> Result<Order, Error> {
+        if let Some(order) = self.cache.get(id) {
+            return Ok(order);
+        }
+        let id = id.clone();
+        self.readers
+            .read(move |conn| rows::select_order(conn, &id))
+            .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, Error> {
+        let query = query.clone();
+        self.readers
+            .read(move |conn| {
+                let limit = i64::from(query.page_size) + 1;
+                let mut statement = conn
+                    .prepare_cached(&format!(
+                        "SELECT {ORDER_COLUMNS}, seq FROM orders
+                         WHERE seq > ?1
+                           AND (?2 IS NULL OR status = ?2)
+                           AND (?3 IS NULL OR customer_id = ?3)
+                         ORDER BY seq LIMIT ?4"
+                    ))
+                    .map_err(into_error)?;
+                let rows = statement
+                    .query_map(
+                        params![
+                            query.after,
+                            query.status.map(OrderStatus::number),
+                            query.customer_id.as_ref().map(|c| c.as_str()),
+                            limit
+                        ],
+                        |row| {
+                            // seq is the column after ORDER_COLUMNS.
+                            Ok((row.get::<_, i64>(9)?, order_from_row(row)?))
+                        },
+                    )
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(into_error)?;
+                let more = rows.len() > query.page_size as usize;
+                let mut orders = Vec::with_capacity(rows.len());
+                let mut last_seq = None;
+                for (seq, order) in rows.into_iter().take(query.page_size as usize) {
+                    last_seq = Some(seq);
+                    orders.push(order);
+                }
+                Ok(Page {
+                    orders,
+                    next_after: if more { last_seq } else { None },
+                })
+            })
+            .await
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        order: Option<&OrderId>,
+        limit: usize,
+    ) -> Result<Vec<OrderEvent>, Error> {
+        let order = order.cloned();
+        self.readers
+            .read(move |conn| {
+                let mut statement = conn
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM order_events
+                         WHERE sequence > ?1 AND (?2 IS NULL OR order_id = ?2)
+                         ORDER BY sequence LIMIT ?3"
+                    ))
+                    .map_err(into_error)?;
+                statement
+                    .query_map(
+                        params![
+                            i64::try_from(after).unwrap_or(i64::MAX),
+                            order.as_ref().map(OrderId::as_str),
+                            i64::try_from(limit).unwrap_or(i64::MAX)
+                        ],
+                        event_from_row,
+                    )
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(into_error)
+            })
+            .await
+    }
+
+    async fn latest_event(&self, order: &OrderId) -> Result<Option<OrderEvent>, Error> {
+        let order = order.clone();
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM order_events
+                     WHERE order_id = ?1 ORDER BY sequence DESC LIMIT 1"
+                ))
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![order.as_str()], event_from_row)
+                        .optional()
+                })
+                .map_err(into_error)
+            })
+            .await
+    }
+
+    async fn log_bounds(&self) -> Result<LogBounds, Error> {
+        self.readers
+            .read(|conn| {
+                let complete_after: i64 = conn
+                    .query_row(
+                        "SELECT value FROM store_meta WHERE name = 'events_pruned_through'",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .map_err(into_error)?;
+                let latest: Option<i64> = conn
+                    .query_row(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'order_events'",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(into_error)?;
+                Ok(LogBounds {
+                    complete_after: complete_after as u64,
+                    latest: latest.unwrap_or(0) as u64,
+                })
+            })
+            .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<OrderEvent>> {
+        self.live.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        if self.commands.is_closed() {
+            return Err(Error::Unavailable("the SQLite writer has stopped".into()));
+        }
+        let path = self.path.clone();
+        self.readers
+            .read(move |conn| {
+                if !path.exists() {
+                    return Err(Error::Unavailable(
+                        format!("database file {} is gone", path.display()).into(),
+                    ));
+                }
+                conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                    .map_err(into_error)
+            })
+            .await
+    }
+
+    async fn prune(&self) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Prune { reply }).await?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?
+    }
+}
+
+/// Takes the lock file next to the database (`PATH.lock`) for this process, or says who has it.
+fn lock_exclusively(path: &Path) -> Result<std::fs::File, Error> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| {
+            Error::Unavailable(
+                format!("cannot open lock file {}: {error}", lock_path.display()).into(),
+            )
+        })?;
+    file.try_lock().map_err(|_| {
+        Error::Unavailable(
+            format!(
+                "{} is in use by another order-service (lock {} is held); \
+                 an SQLite store serves one process",
+                path.display(),
+                lock_path.display()
+            )
+            .into(),
+        )
+    })?;
+    Ok(file)
+}
+
+/// Loads the newest orders into the cache, oldest of them first (they are forgotten first).
+fn warm(conn: &rusqlite::Connection, cache: &OrderCache) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT {ORDER_COLUMNS} FROM (SELECT * FROM orders ORDER BY seq DESC LIMIT ?1) ORDER BY seq"
+    ))?;
+    let orders = statement.query_map(params![WARM_ORDERS], order_from_row)?;
+    for order in orders {
+        cache.put(order?);
+    }
+    Ok(())
+}

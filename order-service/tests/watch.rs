@@ -1,0 +1,223 @@
+//! WatchOrders against a real server: stored replay then live events, the three ways to start,
+//! resuming without gap or duplicate while writers race, and cutting off a slow watcher.
+
+mod support;
+
+use orders_proto::v1 as pb;
+use pb::OrderStatus as S;
+use std::time::Duration;
+use support::*;
+use tonic::{Code, Streaming};
+
+async fn watch(
+    server: &TestServer,
+    order_id: &str,
+    after_sequence: u64,
+) -> Result<Streaming<pb::OrderEvent>, tonic::Status> {
+    let mut client = server.client().await;
+    client
+        .watch_orders(authed(
+            pb::WatchOrdersRequest {
+                order_id: order_id.into(),
+                after_sequence,
+            },
+            READER,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn next(stream: &mut Streaming<pb::OrderEvent>) -> pb::OrderEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("no event within 10 s")
+        .expect("stream failed")
+        .expect("stream ended")
+}
+
+#[tokio::test]
+async fn replays_stored_events_then_streams_live_ones() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let first = create(&mut client, "w").await; // sequence 1
+    let second = create(&mut client, "w").await; // 2
+    set_status(&mut client, &first.order_id, S::Paid)
+        .await
+        .unwrap(); // 3
+
+    let mut stream = watch(&server, "", 1).await.unwrap();
+    let replayed = [next(&mut stream).await, next(&mut stream).await];
+    assert_eq!(
+        replayed.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(
+        replayed[0].order.as_ref().unwrap().order_id,
+        second.order_id
+    );
+    assert_eq!(replayed[0].previous_status(), S::Unspecified);
+    assert_eq!(replayed[1].previous_status(), S::Pending);
+    assert_eq!(replayed[1].order.as_ref().unwrap().status(), S::Paid);
+    assert!(replayed[1].event_time.is_some());
+
+    let third = create(&mut client, "w").await;
+    let live = next(&mut stream).await;
+    assert_eq!(live.sequence, 4);
+    assert_eq!(live.order.unwrap().order_id, third.order_id);
+}
+
+#[tokio::test]
+async fn an_order_watch_starts_with_its_current_state_and_sees_only_that_order() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let watched = create(&mut client, "w").await;
+    set_status(&mut client, &watched.order_id, S::Paid)
+        .await
+        .unwrap();
+    let other = create(&mut client, "w").await;
+
+    let mut stream = watch(&server, &watched.order_id, 0).await.unwrap();
+    let current = next(&mut stream).await;
+    assert_eq!(current.sequence, 2);
+    assert_eq!(current.order.unwrap().status(), S::Paid);
+
+    set_status(&mut client, &other.order_id, S::Cancelled)
+        .await
+        .unwrap();
+    set_status(&mut client, &watched.order_id, S::Shipped)
+        .await
+        .unwrap();
+    let live = next(&mut stream).await;
+    assert_eq!(live.order.as_ref().unwrap().order_id, watched.order_id);
+    assert_eq!(live.order.as_ref().unwrap().status(), S::Shipped);
+    assert_eq!(live.previous_status(), S::Paid);
+}
+
+#[tokio::test]
+async fn a_live_watch_sees_only_what_happens_after_it_opens() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    create(&mut client, "before").await;
+    let mut stream = watch(&server, "", 0).await.unwrap();
+    let after = create(&mut client, "after").await;
+    let event = next(&mut stream).await;
+    assert_eq!(event.order.unwrap().order_id, after.order_id);
+    assert_eq!(event.sequence, 2);
+}
+
+#[tokio::test]
+async fn unknown_orders_and_impossible_resume_points_are_refused() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let unknown = watch(&server, "ord_missing", 0).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    create(&mut client, "x").await;
+    let ahead = watch(&server, "", 99).await.unwrap_err();
+    assert_eq!(ahead.code(), Code::OutOfRange);
+    assert_eq!(reason(&ahead), "SEQUENCE_AHEAD");
+    let denied = {
+        let mut client = server.client().await;
+        client
+            .watch_orders(pb::WatchOrdersRequest::default())
+            .await
+            .unwrap_err()
+    };
+    assert_eq!(denied.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn resuming_under_concurrent_writers_has_no_gap_and_no_duplicate() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    const WRITERS: usize = 4;
+    const ORDERS_PER_WRITER: usize = 40;
+    // Each order: a create and a PAID update, two events.
+    let total_events = (WRITERS * ORDERS_PER_WRITER * 2) as u64;
+
+    let mut first = watch(&server, "", 0).await.unwrap();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let mut client = pb::order_service_client::OrderServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                for _ in 0..ORDERS_PER_WRITER {
+                    let order = create(&mut client, &format!("writer-{w}")).await;
+                    set_status(&mut client, &order.order_id, S::Paid)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+
+    // The first watcher reads a while, then goes away mid-stream.
+    let mut seen = Vec::new();
+    while seen.len() < 60 {
+        seen.push(next(&mut first).await.sequence);
+    }
+    drop(first);
+    // Writers keep going while nobody watches; then we resume.
+    let resume_from = *seen.last().unwrap();
+    let mut second = watch(&server, "", resume_from).await.unwrap();
+    while (seen.len() as u64) < total_events {
+        seen.push(next(&mut second).await.sequence);
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let expected: Vec<u64> = (1..=total_events).collect();
+    assert_eq!(seen, expected, "every event once, in order");
+
+    // Nothing more arrives: no duplicate after the last one.
+    let extra = tokio::time::timeout(Duration::from_millis(300), second.message()).await;
+    assert!(extra.is_err(), "unexpected extra event {extra:?}");
+}
+
+#[tokio::test]
+async fn a_watcher_that_falls_too_far_behind_is_cut_off_and_can_resume() {
+    let server = TestServer::start_with(&["--watch-buffer", "8"]).await;
+    // A client with tiny HTTP/2 windows, so the server cannot push far ahead of what we read.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = pb::order_service_client::OrderServiceClient::new(channel)
+        .watch_orders(authed(pb::WatchOrdersRequest::default(), READER))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = server.client().await;
+    for _ in 0..300 {
+        create(&mut client, "burst").await;
+    }
+    // Read what was buffered; the stream must end with RESOURCE_EXHAUSTED, not go on forever.
+    let mut last = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.message())
+            .await
+            .expect("slow watcher got neither events nor an error")
+        {
+            Ok(Some(event)) => {
+                assert!(event.sequence > last);
+                last = event.sequence;
+            }
+            Ok(None) => panic!("stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&ended), "WATCHER_TOO_SLOW");
+    assert!(last < 300);
+
+    // Resuming from the last sequence delivers the rest.
+    let mut resumed = watch(&server, "", last).await.unwrap();
+    for expected in last + 1..=300 {
+        assert_eq!(next(&mut resumed).await.sequence, expected);
+    }
+
+    // The writer was never held up and a fresh watcher works normally meanwhile.
+    let mut fresh = watch(&server, "", 299).await.unwrap();
+    assert_eq!(next(&mut fresh).await.sequence, 300);
+}
