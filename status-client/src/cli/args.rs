@@ -1,0 +1,234 @@
+//! Command-line arguments (clap), each global option also settable by its `STATUS_CLIENT_*`
+//! environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use orders_proto::v1::{LineItem, OrderStatus};
+
+use crate::order_status::parse_order_status;
+use crate::settings::{self, EndpointUrl};
+
+/// Talk to order-service: get, list, create, update and watch orders, or serve them over HTTP.
+///
+/// Exit status: 0 on success; 1 for a local error (I/O); 2 for bad usage or settings; for a
+/// gRPC failure 10 plus the gRPC code number (e.g. 15 NOT_FOUND, 13 INVALID_ARGUMENT,
+/// 14 DEADLINE_EXCEEDED, 24 UNAVAILABLE, 26 UNAUTHENTICATED), with the code name on stderr.
+#[derive(Debug, Parser)]
+#[command(name = "status-client", version, propagate_version = true)]
+pub struct Cli {
+    /// Options shared by every subcommand.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// order-service URL; a comma-separated list for several replicas; https:// uses TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "STATUS_CLIENT_ENDPOINT",
+        default_value = settings::DEFAULT_ENDPOINT,
+        value_parser = parse_endpoints,
+    )]
+    pub endpoint: Endpoints,
+    /// Bearer token sent to order-service (not used by `serve`, which passes its callers' on).
+    #[arg(
+        long,
+        global = true,
+        env = "STATUS_CLIENT_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// For https:// endpoints: a PEM file of the CA certificate(s) to trust instead of the
+    /// system's roots.
+    #[arg(
+        long,
+        global = true,
+        env = "STATUS_CLIENT_CA_CERT",
+        value_name = "PATH"
+    )]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Deadline of one call, all retries included (e.g. 2s, 500ms); in `serve`, the longest a
+    /// request may take.
+    #[arg(long, global = true, env = "STATUS_CLIENT_TIMEOUT", default_value = "5s", value_parser = settings::parse_timeout)]
+    pub timeout: Duration,
+    /// Output format: readable text, or one proto3-JSON object per line.
+    #[arg(long, global = true, value_enum, env = "STATUS_CLIENT_OUTPUT", default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people at a terminal.
+    Text,
+    /// One JSON object per line in the proto3 JSON mapping, for scripts.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The subcommands that make calls and print their results.
+    #[command(flatten)]
+    Call(CallCommand),
+    /// Run the HTTP/JSON client service in front of order-service.
+    Serve {
+        /// Address to listen on.
+        #[arg(
+            long,
+            env = "STATUS_CLIENT_HTTP_ADDR",
+            default_value = "127.0.0.1:8080"
+        )]
+        http_addr: SocketAddr,
+    },
+}
+
+/// The subcommands that make calls and print their results.
+#[derive(Debug, Subcommand)]
+pub enum CallCommand {
+    /// Print one order.
+    Get {
+        /// The order's id.
+        id: String,
+    },
+    /// Print every order matching the filters, oldest first (pages through all results).
+    List {
+        /// Only orders with this status (paid, PAID or ORDER_STATUS_PAID).
+        #[arg(long, value_parser = parse_order_status)]
+        status: Option<OrderStatus>,
+        /// Only orders of this customer.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Orders fetched per call (0: the server's default).
+        #[arg(long, default_value_t = 0)]
+        page_size: i32,
+    },
+    /// Create an order and print it.
+    Create {
+        /// The customer's id.
+        #[arg(long)]
+        customer: String,
+        /// ISO 4217 currency code, e.g. EUR.
+        #[arg(long)]
+        currency: String,
+        /// A line item as SKU:QUANTITY:UNIT_PRICE_CENTS; repeat for more items.
+        #[arg(long = "item", required = true, value_parser = parse_line_item)]
+        items: Vec<LineItem>,
+        /// Idempotency key (default: a new one, reused on every retry of this call). Give the
+        /// same key again to make a repeated command create nothing new.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Move an order to a new status and print it.
+    Update {
+        /// The order's id.
+        id: String,
+        /// The new status (paid, PAID or ORDER_STATUS_PAID).
+        #[arg(value_parser = parse_order_status)]
+        status: OrderStatus,
+        /// Only update if the order is at this version (optimistic concurrency).
+        #[arg(long)]
+        expected_version: Option<i64>,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Idempotency key (default: a new one, reused on every retry of this call).
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Print order events as they happen, resuming across disconnects, until interrupted.
+    /// Fails if no stream can be opened within the timeout.
+    Watch {
+        /// Only this order's events (the first is its current state).
+        id: Option<String>,
+        /// Start after this event sequence (replays the stored events after it).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+impl CallCommand {
+    /// The subcommand's name as typed (`get`, `list`, …), e.g. for span names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Get { .. } => "get",
+            Self::List { .. } => "list",
+            Self::Create { .. } => "create",
+            Self::Update { .. } => "update",
+            Self::Watch { .. } => "watch",
+        }
+    }
+}
+
+/// The order-service replicas given on the command line (one comma-separated value).
+#[derive(Debug, Clone)]
+pub struct Endpoints(pub Vec<EndpointUrl>);
+
+fn parse_endpoints(list: &str) -> Result<Endpoints, settings::SettingsError> {
+    settings::parse_endpoint_list(list).map(Endpoints)
+}
+
+/// Parses `SKU:QUANTITY:UNIT_PRICE_CENTS`; the SKU may itself contain colons.
+pub(crate) fn parse_line_item(s: &str) -> Result<LineItem, String> {
+    let mut parts = s.rsplitn(3, ':');
+    let (Some(price), Some(quantity), Some(sku)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("expected SKU:QUANTITY:UNIT_PRICE_CENTS, got {s:?}"));
+    };
+    let quantity = quantity
+        .parse()
+        .map_err(|_| format!("quantity {quantity:?} is not a whole number"))?;
+    let unit_price_cents = price
+        .parse()
+        .map_err(|_| format!("unit price {price:?} is not a whole number of cents"))?;
+    Ok(LineItem {
+        sku: sku.to_owned(),
+        quantity,
+        unit_price_cents,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn endpoint_lists_parse() {
+        let cli = Cli::try_parse_from([
+            "status-client",
+            "--endpoint",
+            "http://a:1,http://b:2",
+            "get",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.endpoint.0.len(), 2);
+        assert!(Cli::try_parse_from(["status-client", "--endpoint", "a:1", "get", "x"]).is_err());
+    }
+
+    #[test]
+    fn line_items_parse() {
+        let item = parse_line_item("BOOK:2:1250").unwrap();
+        assert_eq!(
+            (item.sku.as_str(), item.quantity, item.unit_price_cents),
+            ("BOOK", 2, 1250)
+        );
+        assert_eq!(parse_line_item("a:b:1:5").unwrap().sku, "a:b");
+        assert!(parse_line_item("BOOK:2").is_err());
+        assert!(parse_line_item("BOOK:two:5").is_err());
+    }
+}

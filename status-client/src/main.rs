@@ -1,0 +1,51 @@
+//! The `status-client` binary: parses the command line, sets up telemetry (logs on stderr,
+//! traces and metrics over OTLP when an endpoint is set), runs the library's CLI and flushes
+//! the telemetry before exiting.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use order_status_telemetry::{InitError, Telemetry, TelemetryConfig};
+use status_client::cli::{Cli, run};
+
+/// The log filter when `RUST_LOG` is unset: a one-shot command keeps stderr for its own
+/// errors, so other crates only show warnings; status-client's own `info` lines (e.g. a watch
+/// resuming, serve starting) still show.
+const DEFAULT_LOG_FILTER: &str = "warn,status_client=info";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(status_client::cli::LOCAL_ERROR);
+        }
+    };
+    runtime.block_on(async move {
+        // Inside the runtime: the OTLP exporter's channel lives on it.
+        let telemetry = match init_telemetry() {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(status_client::cli::USAGE_ERROR);
+            }
+        };
+        let status = run(cli, Some(telemetry.exposition())).await;
+        // Every span has ended by now; a collector that cannot be reached loses them but does
+        // not change the outcome of the command.
+        if let Err(error) = telemetry.shutdown().await {
+            tracing::warn!(%error, "telemetry not flushed");
+        }
+        status
+    })
+}
+
+/// `order_status_telemetry::init` with the CLI's quieter default log filter.
+fn init_telemetry() -> Result<Telemetry, InitError> {
+    let mut config = TelemetryConfig::from_env("status-client")?;
+    if std::env::var("RUST_LOG").map_or(true, |value| value.trim().is_empty()) {
+        config.log_filter = DEFAULT_LOG_FILTER.to_owned();
+    }
+    order_status_telemetry::init_with(&config)
+}

@@ -1,0 +1,297 @@
+//! A watch of order events that survives disconnects: when the stream breaks in a way that a
+//! new stream can repair (`UNAVAILABLE`, a server restart, a replica going away, a
+//! `WATCHER_TOO_SLOW` end), it re-opens with backoff, on another replica when there is one,
+//! asking for the events after the last sequence it delivered. Sequences are strictly
+//! increasing, so anything at or below that sequence is dropped: every event is seen once.
+//!
+//! Opening a stream is a logical call like a unary one (one client span, its attempts
+//! beneath); the span of a stream re-opened later hangs under the span that was current when
+//! the watch was created, so a long watch stays one trace.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use futures::stream::BoxStream;
+use order_status_telemetry::grpc::{AttemptNumber, finish_logical_call, logical_call_span};
+use orders_proto::v1::{OrderEvent, WatchOrdersRequest};
+use tonic::{Code, Request, Streaming};
+use tracing::Instrument;
+
+use crate::client::{CallOptions, Client, SERVICE};
+use crate::error::ClientError;
+use crate::retry::is_resumable_watch_error;
+
+/// The stream returned by [`Client::watch_orders`]. Ends after yielding an error that cannot be
+/// repaired by re-opening; otherwise runs until dropped.
+pub struct OrderEventStream {
+    inner: BoxStream<'static, Result<OrderEvent, ClientError>>,
+}
+
+impl std::fmt::Debug for OrderEventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderEventStream").finish_non_exhaustive()
+    }
+}
+
+impl OrderEventStream {
+    pub(crate) fn new(client: Client, request: WatchOrdersRequest, options: CallOptions) -> Self {
+        Self::from_state(Resuming::new(client, request, options))
+    }
+
+    /// Opens the first stream before returning, so that a watch the server refuses (unknown
+    /// order, no permission, resume point too old) fails here rather than in the stream.
+    /// Resumable failures are retried with backoff until the options' timeout.
+    pub(crate) async fn open(
+        client: Client,
+        request: WatchOrdersRequest,
+        options: CallOptions,
+    ) -> Result<Self, ClientError> {
+        let mut state = Resuming::new(client, request, options);
+        let span = logical_call_span(SERVICE, METHOD);
+        let mut attempts = 0;
+        let opened = state
+            .open_first(&mut attempts)
+            .instrument(span.clone())
+            .await;
+        finish_logical_call(
+            &span,
+            attempts,
+            opened
+                .as_ref()
+                .map(|_| ())
+                .map_err(|error| (error.code(), error.message())),
+        );
+        opened.map(|()| Self::from_state(state))
+    }
+
+    fn from_state(state: Resuming) -> Self {
+        let inner = futures::stream::unfold(state, |mut state| async move {
+            let item = state.next_event().await?;
+            Some((item, state))
+        });
+        Self {
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+/// The method name, as in span names and metric labels.
+const METHOD: &str = "WatchOrders";
+
+impl Resuming {
+    fn new(client: Client, request: WatchOrdersRequest, options: CallOptions) -> Self {
+        Self {
+            parent_span: tracing::Span::current(),
+            open_timeout: options.timeout_or(client.timeout()),
+            client,
+            options,
+            order_id: request.order_id,
+            last_sequence: request.after_sequence,
+            open: None,
+            failures: 0,
+            avoid: None,
+            finished: false,
+        }
+    }
+
+    /// Opens the first stream within the open timeout, retrying resumable failures with
+    /// backoff; `attempts` counts the attempts made.
+    async fn open_first(&mut self, attempts: &mut u32) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + self.open_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            *attempts += 1;
+            match self.open_stream(remaining, *attempts).await {
+                Ok(opened) => {
+                    self.open = Some(opened);
+                    return Ok(());
+                }
+                Err(error) if !is_resumable_watch_error(&error) => return Err(error),
+                Err(error) => {
+                    self.failures += 1;
+                    let wait = self.client.retry_policy().backoff(self.failures);
+                    if tokio::time::Instant::now() + wait >= deadline {
+                        return Err(error);
+                    }
+                    self.client.metrics().record_retry(METHOD, error.code());
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Opens a stream after the watch was interrupted: one logical call of one attempt,
+    /// under the span the watch was created in.
+    async fn reopen(&mut self) -> Result<(usize, Streaming<OrderEvent>), ClientError> {
+        let span = self
+            .parent_span
+            .in_scope(|| logical_call_span(SERVICE, METHOD));
+        let opened = self
+            .open_stream(self.open_timeout, 1)
+            .instrument(span.clone())
+            .await;
+        finish_logical_call(
+            &span,
+            1,
+            opened
+                .as_ref()
+                .map(|_| ())
+                .map_err(|error| (error.code(), error.message())),
+        );
+        opened
+    }
+}
+
+impl Stream for OrderEventStream {
+    type Item = Result<OrderEvent, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+struct Resuming {
+    client: Client,
+    /// The span current when the watch was created: the parent of re-opened streams' spans.
+    parent_span: tracing::Span,
+    options: CallOptions,
+    open_timeout: Duration,
+    order_id: String,
+    /// The resume point: the sequence of the last event delivered (or the caller's start).
+    last_sequence: u64,
+    /// The current stream and the replica it is on.
+    open: Option<(usize, Streaming<OrderEvent>)>,
+    /// Consecutive failed or broken streams, for the backoff.
+    failures: u32,
+    avoid: Option<usize>,
+    finished: bool,
+}
+
+impl Resuming {
+    async fn next_event(&mut self) -> Option<Result<OrderEvent, ClientError>> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let Some((replica, stream)) = &mut self.open else {
+                match self.reopen().await {
+                    Ok(opened) => self.open = Some(opened),
+                    Err(error) => {
+                        if let Some(final_error) = self.after_failure(error, None).await {
+                            return Some(Err(final_error));
+                        }
+                    }
+                }
+                continue;
+            };
+            let replica = *replica;
+            match stream.message().await {
+                Ok(Some(event)) => {
+                    self.failures = 0;
+                    if event.sequence <= self.last_sequence {
+                        continue;
+                    }
+                    self.last_sequence = event.sequence;
+                    return Some(Ok(event));
+                }
+                Ok(None) => {
+                    // A stream that ends without an error is a server letting go of it (e.g.
+                    // draining); the watch is not over for the caller.
+                    self.open = None;
+                    let ended = ClientError::synthetic(
+                        Code::Unavailable,
+                        "watch stream ended by the server",
+                        None,
+                    );
+                    self.after_failure(ended, Some(replica)).await;
+                }
+                Err(status) => {
+                    self.open = None;
+                    if let Some(final_error) =
+                        self.after_failure(status.into(), Some(replica)).await
+                    {
+                        return Some(Err(final_error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attempt number `attempt` to open a stream, waiting at most `timeout` for the server's
+    /// answer.
+    async fn open_stream(
+        &mut self,
+        timeout: Duration,
+        attempt: u32,
+    ) -> Result<(usize, Streaming<OrderEvent>), ClientError> {
+        let (pick, mut grpc) = self.client.pick(self.avoid);
+        let mut request = Request::new(WatchOrdersRequest {
+            order_id: self.order_id.clone(),
+            after_sequence: self.last_sequence,
+        });
+        if let Some(value) = self.options.authorization_value() {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request.extensions_mut().insert(AttemptNumber(attempt));
+        let opened = tokio::time::timeout(timeout, grpc.watch_orders(request))
+            .await
+            .map_err(|_| {
+                ClientError::synthetic(
+                    Code::Unavailable,
+                    format!(
+                        "no answer opening the watch within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                    None,
+                )
+            })
+            .and_then(|result| result.map_err(ClientError::from))
+            .map_err(|error| (pick.index, error));
+        match opened {
+            Ok(response) => {
+                self.avoid = None;
+                Ok((pick.index, response.into_inner()))
+            }
+            Err((index, error)) => {
+                if error.code() == Code::Unavailable {
+                    self.client.replica_failed(index);
+                    self.avoid = Some(index);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Handles a failed open or a broken stream: waits the backoff and returns `None` when the
+    /// watch should go on, or the error that ends it.
+    async fn after_failure(
+        &mut self,
+        error: ClientError,
+        replica: Option<usize>,
+    ) -> Option<ClientError> {
+        if !is_resumable_watch_error(&error) {
+            self.finished = true;
+            return Some(error);
+        }
+        if let Some(index) = replica
+            && error.code() == Code::Unavailable
+        {
+            self.client.replica_failed(index);
+            self.avoid = Some(index);
+        }
+        self.failures += 1;
+        let wait = match error.pushback() {
+            Some(Ok(wait)) => wait,
+            _ => self.client.retry_policy().backoff(self.failures),
+        };
+        tracing::info!(%error, after_sequence = self.last_sequence, ?wait, "watch interrupted; resuming");
+        self.client.count(|s| s.watch_resumptions += 1);
+        self.client.metrics().record_retry(METHOD, error.code());
+        tokio::time::sleep(wait).await;
+        None
+    }
+}
