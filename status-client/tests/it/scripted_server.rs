@@ -2,7 +2,7 @@
 //! on a real socket: each RPC answers from a list of prepared outcomes and records what it was
 //! sent, so the tests see exactly what went over the wire on each attempt.
 
-mod support;
+use crate::support;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The HTTP server layer (status-client's `serve`): an incoming `traceparent` is continued
 //! through the HTTP span, the gRPC attempt made while handling it, and the gRPC server span.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::time::Duration;

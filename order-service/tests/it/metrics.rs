@@ -1,6 +1,6 @@
 //! `/metrics` on the metrics address: valid Prometheus text whose counters follow the calls.
 
-mod support;
+use crate::support;
 
 use orders_proto::v1 as pb;
 use std::net::SocketAddr;

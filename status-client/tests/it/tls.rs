@@ -2,7 +2,7 @@
 //! and refuses a server its roots do not vouch for. Certificates are made per test with the
 //! `openssl` command line (a CA and a server certificate for 127.0.0.1).
 
-mod support;
+use crate::support;
 
 use std::collections::VecDeque;
 use std::path::Path;

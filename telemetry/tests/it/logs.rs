@@ -1,7 +1,7 @@
 //! Every log line made inside a span carries the `trace_id` and `span_id` of that span, in
 //! JSON and in text, and they are the ids the exported span has.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

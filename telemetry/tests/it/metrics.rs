@@ -1,7 +1,7 @@
 //! `/metrics` is valid Prometheus text whose counters move with the calls made, served by
 //! `serve_metrics` over real HTTP; the same metrics go out over OTLP when an endpoint is set.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

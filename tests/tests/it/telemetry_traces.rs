@@ -5,7 +5,7 @@
 //! name their span, no export without an endpoint, and calls unharmed by a collector that is
 //! down.
 
-mod telemetry_support;
+use crate::telemetry_support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! one trace, the caller's `tracestate` and `baggage` passed on by `serve`, retries counted,
 //! and `serve`'s `/metrics`.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

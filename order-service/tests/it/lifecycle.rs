@@ -2,7 +2,7 @@
 //! shutdown (health, watch streams, calls in flight), durability across `kill -9`, and grpcurl
 //! against the running server.
 
-mod support;
+use crate::support;
 
 use orders_proto::v1 as pb;
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! The unary RPCs of orders.v1 against a real server: happy paths, validation, the status
 //! machine, optimistic concurrency, idempotency, pagination, auth, limits.
 
-mod support;
+use crate::support;
 
 use orders_proto::v1 as pb;
 use pb::OrderStatus as S;

@@ -1,7 +1,7 @@
 //! Export behaviour: nothing leaves the process without an endpoint, and a collector that
 //! is down neither fails nor holds up calls; the spans it loses are counted.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

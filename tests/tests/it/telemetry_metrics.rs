@@ -3,7 +3,7 @@
 //! and its counters move with the calls made; with an endpoint set the same metrics go out
 //! over OTLP.
 
-mod telemetry_support;
+use crate::telemetry_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

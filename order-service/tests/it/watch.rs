@@ -1,7 +1,7 @@
 //! WatchOrders against a real server: stored replay then live events, the three ways to start,
 //! resuming without gap or duplicate while writers race, and cutting off a slow watcher.
 
-mod support;
+use crate::support;
 
 use orders_proto::v1 as pb;
 use pb::OrderStatus as S;

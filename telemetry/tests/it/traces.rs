@@ -1,7 +1,7 @@
 //! Spans from a real tonic client and server reach a real OTLP/gRPC receiver with the RPC
 //! semantic-convention attributes and the right parent/child links.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,9 @@
+//! Tests across the real binaries (order-service, status-client, the OTLP receiver), one test
+//! binary: every module starts its own processes on port 0.
+
+mod status_client_cli;
+mod status_client_resilience;
+mod status_client_serve;
+mod telemetry_metrics;
+mod telemetry_support;
+mod telemetry_traces;
