@@ -79,31 +79,50 @@ fn current_trace_ids() -> Option<(String, String)> {
 /// Wraps a tracing-subscriber format and adds `trace_id` and `span_id` to each line.
 struct WithTraceIds<F>(F);
 
-impl<S, N> FormatEvent<S, N> for WithTraceIds<Format<Full>>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
+/// Where a format's finished line takes the ids: text and JSON differ only in this.
+trait AppendTraceIds {
+    fn append_trace_ids(
+        line: &str,
+        trace_id: &str,
+        span_id: &str,
+        writer: &mut Writer<'_>,
+    ) -> fmt::Result;
+}
+
+impl AppendTraceIds for Format<Full> {
+    fn append_trace_ids(
+        line: &str,
+        trace_id: &str,
+        span_id: &str,
+        writer: &mut Writer<'_>,
     ) -> fmt::Result {
-        let Some((trace_id, span_id)) = current_trace_ids() else {
-            return self.0.format_event(ctx, writer, event);
-        };
-        let mut line = String::new();
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
         let line = line.trim_end_matches('\n');
         writeln!(writer, "{line} trace_id={trace_id} span_id={span_id}")
     }
 }
 
-impl<S, N> FormatEvent<S, N> for WithTraceIds<Format<Json>>
+impl AppendTraceIds for Format<Json> {
+    fn append_trace_ids(
+        line: &str,
+        trace_id: &str,
+        span_id: &str,
+        writer: &mut Writer<'_>,
+    ) -> fmt::Result {
+        // The JSON formatter writes one object: add the ids (hex, nothing to escape) as
+        // top-level fields before its closing brace, without parsing it again.
+        let body = line.trim_end().strip_suffix('}').ok_or(fmt::Error)?;
+        writeln!(
+            writer,
+            "{body},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+        )
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N> + AppendTraceIds,
 {
     fn format_event(
         &self,
@@ -116,13 +135,6 @@ where
         };
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        // The JSON formatter writes one object: add the ids (hex, nothing to escape) as
-        // top-level fields before its closing brace, without parsing it again.
-        let object = line.trim_end();
-        let body = object.strip_suffix('}').ok_or(fmt::Error)?;
-        writeln!(
-            writer,
-            "{body},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
-        )
+        F::append_trace_ids(&line, &trace_id, &span_id, &mut writer)
     }
 }
