@@ -16,6 +16,7 @@ mod exposition;
 pub mod grpc;
 mod http_server;
 mod init;
+mod json_log;
 mod log_writer;
 mod logs;
 mod metrics;

@@ -5,12 +5,13 @@ use std::fmt;
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{self, Format, Full, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::format::{self, Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::json_log::{JsonLine, JsonSpanFields};
 
 /// The log layer's filter directives could not be parsed.
 #[derive(Debug, thiserror::Error)]
@@ -48,22 +49,15 @@ where
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => layer
-            .fmt_fields(JsonFields::new())
-            .event_format(WithTraceIds(
-                format::format()
-                    .json()
-                    .flatten_event(true)
-                    // The current span's fields are enough; the list of every enclosing span
-                    // repeated them and doubled the line.
-                    .with_span_list(false),
-            ))
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLine)
             .with_filter(filter)
             .boxed(),
     })
 }
 
 /// The OpenTelemetry ids of the span an event happens in, if it has any.
-fn current_trace_ids() -> Option<(String, String)> {
+pub(crate) fn current_trace_ids() -> Option<(String, String)> {
     // The OpenTelemetry layer activates a span's context whenever the span is entered.
     let context = opentelemetry::Context::current();
     let span = context.span();
@@ -76,53 +70,13 @@ fn current_trace_ids() -> Option<(String, String)> {
     })
 }
 
-/// Wraps a tracing-subscriber format and adds `trace_id` and `span_id` to each line.
+/// Wraps tracing-subscriber's text format and adds ` trace_id=… span_id=…` to each line.
 struct WithTraceIds<F>(F);
 
-/// Where a format's finished line takes the ids: text and JSON differ only in this.
-trait AppendTraceIds {
-    fn append_trace_ids(
-        line: &str,
-        trace_id: &str,
-        span_id: &str,
-        writer: &mut Writer<'_>,
-    ) -> fmt::Result;
-}
-
-impl AppendTraceIds for Format<Full> {
-    fn append_trace_ids(
-        line: &str,
-        trace_id: &str,
-        span_id: &str,
-        writer: &mut Writer<'_>,
-    ) -> fmt::Result {
-        let line = line.trim_end_matches('\n');
-        writeln!(writer, "{line} trace_id={trace_id} span_id={span_id}")
-    }
-}
-
-impl AppendTraceIds for Format<Json> {
-    fn append_trace_ids(
-        line: &str,
-        trace_id: &str,
-        span_id: &str,
-        writer: &mut Writer<'_>,
-    ) -> fmt::Result {
-        // The JSON formatter writes one object: add the ids (hex, nothing to escape) as
-        // top-level fields before its closing brace, without parsing it again.
-        let body = line.trim_end().strip_suffix('}').ok_or(fmt::Error)?;
-        writeln!(
-            writer,
-            "{body},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
-        )
-    }
-}
-
-impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+impl<S, N> FormatEvent<S, N> for WithTraceIds<Format<Full>>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N> + AppendTraceIds,
 {
     fn format_event(
         &self,
@@ -135,6 +89,7 @@ where
         };
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        F::append_trace_ids(&line, &trace_id, &span_id, &mut writer)
+        let line = line.trim_end_matches('\n');
+        writeln!(writer, "{line} trace_id={trace_id} span_id={span_id}")
     }
 }

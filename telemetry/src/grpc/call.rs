@@ -162,14 +162,17 @@ impl CallRecord {
                 self.metrics.server_active.add(-1, &self.attributes);
                 self.metrics.server_duration.record(elapsed, &attributes);
                 // The server's access log: one line per call, inside the call's span (which
-                // carries the principal once auth recorded it; never a token).
+                // carries the principal once auth recorded it; never a token). The span is
+                // entered, not only named as parent: entering makes its OpenTelemetry context
+                // current, and that is where the line takes its trace_id and span_id from.
                 let latency_ms = elapsed * 1e3;
                 let code = code_name(code);
                 let method = self.path.as_str();
+                let _entered = self.span.enter();
                 if matches!(code, "INTERNAL" | "UNKNOWN" | "DATA_LOSS") {
-                    tracing::warn!(parent: &self.span, method, code, latency_ms, "call finished");
+                    tracing::warn!(method, code, latency_ms, "call finished");
                 } else {
-                    tracing::info!(parent: &self.span, method, code, latency_ms, "call finished");
+                    tracing::info!(method, code, latency_ms, "call finished");
                 }
             }
             Side::Client => {

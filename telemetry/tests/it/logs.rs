@@ -77,3 +77,55 @@ async fn text_lines_inside_a_span_carry_its_ids() {
         .unwrap();
     assert!(!outside.contains("trace_id="), "{outside}");
 }
+
+#[test]
+fn json_lines_carry_the_span_fields_recorded_so_far_and_escape_every_value() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(log_layer(LogFormat::Json, "info", logs.clone()).unwrap());
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!(
+            target: "order_service",
+            "grpc.server",
+            rpc.method = "GetOrder",
+            attempt = 2_u64,
+            principal = tracing::field::Empty,
+            code = tracing::field::Empty,
+        );
+        span.record("principal", "writer \"one\"");
+        span.record("code", "OK");
+        // An explicit parent, as the access line has: the span's fields without entering it.
+        tracing::info!(
+            target: "order_service",
+            parent: &span,
+            latency_ms = 0.25,
+            ok = true,
+            note = "line\nbreak\ttab \\ \u{1}",
+            "call finished"
+        );
+        tracing::info!(target: "order_service", "no fields, no span");
+    });
+    let lines = logs.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let call: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(call["message"], "call finished");
+    assert_eq!(call["level"], "INFO");
+    assert_eq!(call["target"], "order_service");
+    assert_eq!(call["latency_ms"], 0.25);
+    assert_eq!(call["ok"], true);
+    assert_eq!(call["note"], "line\nbreak\ttab \\ \u{1}");
+    assert_eq!(
+        call["span"],
+        serde_json::json!({
+            "rpc.method": "GetOrder",
+            "attempt": 2,
+            "principal": "writer \"one\"",
+            "code": "OK",
+            "name": "grpc.server",
+        })
+    );
+    assert!(call["timestamp"].as_str().unwrap().ends_with('Z'), "{call}");
+    let plain: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(plain["message"], "no fields, no span");
+    assert!(plain.get("span").is_none(), "{plain}");
+}

@@ -190,6 +190,42 @@ async fn a_cli_get_is_one_trace_from_the_command_to_the_store() {
         assert!(trace.iter().any(|span| span.service_name == service));
     }
     assert_no_token(&receiver.spans());
+    assert_access_line(&server, server_span, "GetOrder", "OK");
+}
+
+/// order-service's log (JSON) has the access line of the call `server_span` records: method,
+/// principal, code and latency, joined to the span by its ids, and no token anywhere.
+fn assert_access_line(
+    server: &OrderServiceProcess,
+    server_span: &ReceivedSpan,
+    method: &str,
+    code: &str,
+) {
+    let log = server.log();
+    assert!(
+        !log.contains(WRITER_TOKEN),
+        "the log holds the token:\n{log}"
+    );
+    let line = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| {
+            line["message"] == "call finished" && line["span_id"] == server_span.span_id.as_str()
+        })
+        .unwrap_or_else(|| panic!("no access line for span {}:\n{log}", server_span.span_id));
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(
+        line["method"],
+        format!("orders.v1.OrderService/{method}").as_str(),
+        "{line}"
+    );
+    assert_eq!(line["code"], code, "{line}");
+    assert!(
+        line["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{line}"
+    );
+    assert_eq!(line["trace_id"], server_span.trace_id.as_str(), "{line}");
+    assert_eq!(line["span"]["principal"], "test-writer", "{line}");
 }
 
 #[tokio::test]
@@ -263,7 +299,7 @@ async fn an_http_call_through_serve_continues_the_callers_trace() {
 
 #[tokio::test]
 async fn a_failed_call_marks_the_spans_of_both_sides_as_errors_with_the_code() {
-    let (receiver, _server, cli) = traced_stack().await;
+    let (receiver, order_service, cli) = traced_stack().await;
 
     let output = cli.run(&["get", "no-such-order"]).await.unwrap();
     assert_eq!(output.status, Some(15), "NOT_FOUND: {}", output.stderr);
@@ -297,6 +333,8 @@ async fn a_failed_call_marks_the_spans_of_both_sides_as_errors_with_the_code() {
         logical.events.iter().any(|event| event == "exception"),
         "the error is recorded as an exception event: {logical:?}"
     );
+    // The access line of a call answered with an error at once (no response body) too.
+    assert_access_line(&order_service, server, "GetOrder", "NOT_FOUND");
 }
 
 #[tokio::test]

@@ -1,0 +1,227 @@
+//! The JSON log line: one object per event holding the event's fields, its target, the fields
+//! of the span it happened in and that span's OpenTelemetry ids, written straight into the line.
+//!
+//! tracing-subscriber's own JSON format keeps a span's fields as a JSON object that it parses
+//! again every time a field is recorded and every time an event is logged in the span; for the
+//! access line of every gRPC call that was most of the cost of logging. Here a span's fields are
+//! kept as the members of an object (`"a":1,"b":"x"`), appended to as fields are recorded, and
+//! copied into each line as they are.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::span::Record;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::logs::current_trace_ids;
+
+/// Formats a span's fields as JSON object members, for [`JsonLine`] to copy into its lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct JsonSpanFields;
+
+impl<'writer> FormatFields<'writer> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut members = JsonMembers::new(writer, false);
+        fields.record(&mut members);
+        members.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &Record<'_>,
+    ) -> fmt::Result {
+        let continues = !current.fields.is_empty();
+        let mut members = JsonMembers::new(current.as_writer(), continues);
+        fields.record(&mut members);
+        members.result
+    }
+}
+
+/// One JSON object per event:
+/// `{"timestamp":…,"level":…,<event fields>,"target":…,"span":{<span fields>,"name":…},`
+/// `"trace_id":…,"span_id":…}`; `span` and the ids only when the event happened in a span.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct JsonLine;
+
+impl<S> FormatEvent<S, JsonSpanFields> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonSpanFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let metadata = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, "\",\"level\":\"{}\"", metadata.level())?;
+
+        let mut members = JsonMembers::new(writer.by_ref(), true);
+        event.record(&mut members);
+        members.result?;
+
+        writer.write_str(",\"target\":")?;
+        write_json_string(&mut writer, metadata.target())?;
+
+        if let Some(span) = ctx.parent_span() {
+            writer.write_str(",\"span\":{")?;
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<JsonSpanFields>>()
+                && !fields.fields.is_empty()
+            {
+                writer.write_str(&fields.fields)?;
+                writer.write_char(',')?;
+            }
+            writer.write_str("\"name\":")?;
+            write_json_string(&mut writer, span.name())?;
+            writer.write_char('}')?;
+        }
+        if let Some((trace_id, span_id)) = current_trace_ids() {
+            write!(
+                writer,
+                ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            )?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes each visited field as a JSON object member, `,` between them (and before the first
+/// when the object already has members). The first error is kept in `result`.
+struct JsonMembers<'writer> {
+    writer: Writer<'writer>,
+    needs_comma: bool,
+    result: fmt::Result,
+}
+
+impl<'writer> JsonMembers<'writer> {
+    fn new(writer: Writer<'writer>, needs_comma: bool) -> Self {
+        Self {
+            writer,
+            needs_comma,
+            result: Ok(()),
+        }
+    }
+
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            if std::mem::replace(&mut self.needs_comma, true) {
+                self.writer.write_char(',')?;
+            }
+            // `r#type` is declared as `type`.
+            let name = field.name();
+            write_json_string(&mut self.writer, name.strip_prefix("r#").unwrap_or(name))?;
+            self.writer.write_char(':')?;
+            value(&mut self.writer)
+        })();
+    }
+}
+
+impl Visit for JsonMembers<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.member(field, |writer| write!(writer, "{value}"));
+        } else {
+            // JSON has no NaN or infinity.
+            self.member(field, |writer| write!(writer, "\"{value}\""));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, |writer| write!(writer, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, |writer| write!(writer, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, |writer| write!(writer, "{value}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, |writer| write_json_string(writer, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.member(field, |writer| {
+            writer.write_char('"')?;
+            write!(JsonEscaped(&mut *writer), "{value:?}")?;
+            writer.write_char('"')
+        });
+    }
+}
+
+fn write_json_string(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    writer.write_char('"')?;
+    JsonEscaped(&mut *writer).write_str(value)?;
+    writer.write_char('"')
+}
+
+/// Escapes what it is given as the inside of a JSON string.
+struct JsonEscaped<W>(W);
+
+impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut plain_from = 0;
+        for (index, character) in text.char_indices() {
+            let escape = match character {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                control if u32::from(control) < 0x20 => "",
+                _ => continue,
+            };
+            self.0.write_str(&text[plain_from..index])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{:04x}", u32::from(character))?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            plain_from = index + character.len_utf8();
+        }
+        self.0.write_str(&text[plain_from..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(text: &str) -> String {
+        let mut out = String::new();
+        write_json_string(&mut out, text).unwrap();
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_requires() {
+        let text = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓";
+        let out = escaped(text);
+        assert_eq!(
+            out,
+            "\"quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007 é ✓\""
+        );
+        let parsed: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, text);
+    }
+
+    #[test]
+    fn plain_strings_are_written_as_they_are() {
+        assert_eq!(escaped(""), "\"\"");
+        assert_eq!(escaped("orders.v1"), "\"orders.v1\"");
+    }
+}
