@@ -49,7 +49,7 @@ struct Args {
     /// Deadline sent with every call.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     call_deadline: Duration,
-    /// Orders created before the rounds; GetOrder reads them in turn.
+    /// Orders created at the start of every round; that round's GetOrder reads them in turn.
     #[arg(long, default_value_t = 1000)]
     seed_orders: usize,
     /// RUST_LOG for order-service; unset means the service's default (info: a line per call).
@@ -172,15 +172,6 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     };
     let (real_target, bare_target) = (target(&real), target(&bare));
     let run_tag = &token[..8];
-    let order_ids: Arc<[String]> = load::seed_orders(
-        &real_target,
-        args.seed_orders,
-        &format!("seed-{run_tag}"),
-        args.call_deadline,
-    )
-    .await
-    .context("creating the orders GetOrder reads")?
-    .into();
     let baseline_db = fsync_baseline::open(&dir.path().join("fsync-baseline.db"))?;
 
     let settings = LoadSettings {
@@ -193,6 +184,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     print_header(&args, &order_service, &real, &bare, &database);
 
     let mut totals = Totals::default();
+    let mut seeded = 0_u64;
     for round in 1..=args.rounds {
         let order = if round % 2 == 1 {
             [Side::Bare, Side::Real]
@@ -207,6 +199,23 @@ async fn run(args: Args) -> anyhow::Result<u64> {
                 &[]
             }
         };
+        // Fresh orders every round: GetOrder then reads recently written orders in every
+        // round, rather than orders that the CreateOrder windows of earlier rounds have pushed
+        // out of the service's cache of recent writes.
+        let order_ids: Arc<[String]> = if args.calls.contains(&Call::GetOrder) {
+            load::seed_orders(
+                &real_target,
+                args.seed_orders,
+                &format!("seed-{run_tag}-r{round}"),
+                args.call_deadline,
+            )
+            .await
+            .context("creating the orders GetOrder reads")?
+            .into()
+        } else {
+            Arc::from(Vec::new())
+        };
+        seeded += order_ids.len() as u64;
         for &side in sides(Call::GetOrder) {
             let (target, total) = match side {
                 Side::Bare => (&bare_target, &mut totals.get_bare),
@@ -250,7 +259,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     real.stop().await?;
     bare.stop().await?;
     let stored = count_stored_orders(&database)?;
-    let acknowledged = order_ids.len() as u64 + totals.create_real.ok;
+    let acknowledged = seeded + totals.create_real.ok;
     println!(
         "\norder-service stored {stored} orders after being killed (seeded + acknowledged in the \
          windows: {acknowledged}, plus warm-up and in-flight creates); its stderr log grew to {:.1} MB",
