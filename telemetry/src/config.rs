@@ -107,6 +107,10 @@ pub struct TelemetryConfig {
     /// internals) is left out: turning every transport span into an OpenTelemetry span cut a
     /// tonic server's throughput by more than ten times.
     pub traced_targets: Vec<String>,
+    /// Whether a failed OTLP export is retried (OTLP's recommended backoff: 3 retries, up to
+    /// 1.6 s apart). A process that exports once as it exits turns this off, so a collector
+    /// that is down does not hold up its exit.
+    pub retry_exports: bool,
 }
 
 /// The log filter when `RUST_LOG` is unset: `info`, except for the OpenTelemetry SDK's own
@@ -132,6 +136,7 @@ impl TelemetryConfig {
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             log_format: LogFormat::Text,
             traced_targets: DEFAULT_TRACED_TARGETS.map(str::to_owned).to_vec(),
+            retry_exports: true,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
@@ -105,6 +105,7 @@ impl Telemetry {
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
+                .with_retry_policy(retry_policy(config))
                 .build()
                 .map_err(|source| PipelineError::Exporter {
                     signal: "metrics",
@@ -128,6 +129,7 @@ impl Telemetry {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
+                .with_retry_policy(retry_policy(config))
                 .build()
                 .map_err(|source| PipelineError::Exporter {
                     signal: "traces",
@@ -254,6 +256,14 @@ async fn run_blocking(
             traces: traces.unwrap_or_else(|| "ok".to_owned()),
             metrics: metrics.unwrap_or_else(|| "ok".to_owned()),
         }),
+    }
+}
+
+fn retry_policy(config: &TelemetryConfig) -> RetryPolicy {
+    if config.retry_exports {
+        RetryPolicy::recommended()
+    } else {
+        RetryPolicy::disabled()
     }
 }
 

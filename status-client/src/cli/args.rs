@@ -26,6 +26,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command ends on its own once its calls are answered (`get`, `list`,
+    /// `create`, `update`), rather than running until stopped (`watch`, `serve`).
+    pub fn exits_when_done(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Call(
+                CallCommand::Get { .. }
+                    | CallCommand::List { .. }
+                    | CallCommand::Create { .. }
+                    | CallCommand::Update { .. }
+            )
+        )
+    }
+}
+
 /// Options shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
