@@ -57,7 +57,8 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn list(&self, query: &ListQuery) -> Result<Page, Error>;
 
     /// Up to `limit` stored events with a sequence greater than `after`, in order, optionally
-    /// only those of one order.
+    /// only those of one order. `EventsExpired` when pruning has deleted events after `after`
+    /// (checked in the same snapshot as the page is read from): never a page with a gap.
     async fn events_after(
         &self,
         after: u64,

@@ -221,3 +221,58 @@ async fn a_watcher_that_falls_too_far_behind_is_cut_off_and_can_resume() {
     let mut fresh = watch(&server, "", 299).await.unwrap();
     assert_eq!(next(&mut fresh).await.sequence, 300);
 }
+
+#[tokio::test]
+async fn a_replay_never_skips_events_that_pruning_removed() {
+    use order_service::domain::Error;
+    use order_service::store::{OrderStore, Retention, SqliteStore, StoreOptions};
+
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let first = create(&mut client, "c-prune-1").await; // sequence 1
+    set_status(&mut client, &first.order_id, S::Paid)
+        .await
+        .unwrap(); // 2
+    create(&mut client, "c-prune-2").await; // 3
+    let db_path = server.db_path();
+    let dir = server.stop().await;
+
+    // The same file with every event past its retention: pruning deletes sequence 1 (an
+    // order's latest event, 2 and 3 here, is always kept).
+    let store = SqliteStore::open(
+        &db_path,
+        StoreOptions {
+            retention: Retention {
+                events: Duration::ZERO,
+                idempotency_keys: Duration::from_secs(24 * 3600),
+            },
+            live_buffer: 16,
+        },
+    )
+    .unwrap();
+    let sequences = |events: Vec<order_service::domain::OrderEvent>| {
+        events
+            .iter()
+            .map(|event| event.sequence)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sequences(store.events_after(0, None, 10).await.unwrap()),
+        [1, 2, 3]
+    );
+    store.prune().await.unwrap();
+
+    // A replay still reading from before the pruned mark gets an error, not [2, 3].
+    match store.events_after(0, None, 10).await {
+        Err(Error::EventsExpired { requested, oldest }) => {
+            assert_eq!((requested, oldest), (0, 2));
+        }
+        other => panic!("expected EventsExpired, got {other:?}"),
+    }
+    assert_eq!(
+        sequences(store.events_after(1, None, 10).await.unwrap()),
+        [2, 3]
+    );
+    drop(store);
+    drop(dir);
+}

@@ -164,7 +164,18 @@ impl OrderStore for SqliteStore {
         let order = order.cloned();
         self.readers
             .read(move |conn| {
-                let mut statement = conn
+                // One read transaction, so the pruned mark and the page come from the same
+                // snapshot: a prune that removed events after `after` is seen here, rather
+                // than leaving a silent gap in the page.
+                let snapshot = conn.unchecked_transaction().map_err(into_error)?;
+                let complete_after = events_pruned_through(&snapshot)?;
+                if after < complete_after {
+                    return Err(Error::EventsExpired {
+                        requested: after,
+                        oldest: complete_after + 1,
+                    });
+                }
+                let mut statement = snapshot
                     .prepare_cached(&format!(
                         "SELECT {EVENT_COLUMNS} FROM order_events
                          WHERE sequence > ?1 AND (?2 IS NULL OR order_id = ?2)
@@ -207,13 +218,7 @@ impl OrderStore for SqliteStore {
     async fn log_bounds(&self) -> Result<LogBounds, Error> {
         self.readers
             .read(|conn| {
-                let complete_after: i64 = conn
-                    .query_row(
-                        "SELECT value FROM store_meta WHERE name = 'events_pruned_through'",
-                        [],
-                        |row| row.get(0),
-                    )
-                    .map_err(into_error)?;
+                let complete_after = events_pruned_through(conn)?;
                 let latest: Option<i64> = conn
                     .query_row(
                         "SELECT seq FROM sqlite_sequence WHERE name = 'order_events'",
@@ -223,7 +228,7 @@ impl OrderStore for SqliteStore {
                     .optional()
                     .map_err(into_error)?;
                 Ok(LogBounds {
-                    complete_after: complete_after as u64,
+                    complete_after,
                     latest: latest.unwrap_or(0) as u64,
                 })
             })
@@ -288,6 +293,18 @@ fn lock_exclusively(path: &Path) -> Result<std::fs::File, Error> {
         )
     })?;
     Ok(file)
+}
+
+/// The highest event sequence pruning has deleted: every event after it is still stored.
+fn events_pruned_through(conn: &rusqlite::Connection) -> Result<u64, Error> {
+    let through: i64 = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE name = 'events_pruned_through'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(into_error)?;
+    Ok(u64::try_from(through).unwrap_or(0))
 }
 
 /// Loads the newest orders into the cache, oldest of them first (they are forgotten first).
