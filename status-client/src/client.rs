@@ -38,6 +38,9 @@ pub(crate) const SERVICE: &str = "orders.v1.OrderService";
 pub(crate) type OrderServiceGrpc =
     OrderServiceClient<InterceptedService<ReplicaService, AuthInterceptor>>;
 
+/// One attempt of a unary call, as the retry loop sends it: the response or the attempt's status.
+type AttemptFuture<Resp> = BoxFuture<'static, Result<Response<Resp>, Status>>;
+
 /// A client of order-service. Cheap to clone; clones share channels, throttle and statistics.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -340,10 +343,7 @@ impl Client {
         method: &'static str,
         message: Req,
         options: &CallOptions,
-        send: impl Fn(
-            OrderServiceGrpc,
-            Request<Req>,
-        ) -> BoxFuture<'static, Result<Response<Resp>, Status>>,
+        send: impl Fn(OrderServiceGrpc, Request<Req>) -> AttemptFuture<Resp>,
     ) -> Result<Resp, ClientError>
     where
         Req: Clone,
@@ -371,10 +371,7 @@ impl Client {
         method: &'static str,
         message: Req,
         options: &CallOptions,
-        send: impl Fn(
-            OrderServiceGrpc,
-            Request<Req>,
-        ) -> BoxFuture<'static, Result<Response<Resp>, Status>>,
+        send: impl Fn(OrderServiceGrpc, Request<Req>) -> AttemptFuture<Resp>,
         attempt: &mut u32,
     ) -> Result<Resp, ClientError>
     where

@@ -2,8 +2,6 @@
 //! trace from `traceparent`, opens one `SpanKind::Server` span per request following the
 //! OpenTelemetry HTTP semantic conventions, and measures request duration.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -11,6 +9,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::Status;
+use tonic::codegen::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -81,8 +80,6 @@ impl<S> std::fmt::Debug for HttpServerService<S> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpServerService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -92,7 +89,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

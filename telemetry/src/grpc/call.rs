@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::Status;
 use tonic::Code;
+use tonic::body::Body as TonicBody;
 use tonic::codegen::Bytes;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -55,7 +56,7 @@ pub fn code_name(code: Code) -> &'static str {
 }
 
 /// The status carried by `grpc-status`/`grpc-message` in `headers`, if any.
-pub(crate) fn status_from_headers(headers: &HeaderMap) -> Option<(Code, String)> {
+fn status_from_headers(headers: &HeaderMap) -> Option<(Code, String)> {
     let code = headers
         .get("grpc-status")?
         .to_str()
@@ -77,7 +78,7 @@ pub(crate) fn status_from_headers(headers: &HeaderMap) -> Option<(Code, String)>
 
 /// The code a client infers from an HTTP status when no `grpc-status` came back (the gRPC
 /// HTTP/2 protocol's mapping).
-pub(crate) fn code_from_http_status(status: http::StatusCode) -> Code {
+fn code_from_http_status(status: http::StatusCode) -> Code {
     match status.as_u16() {
         400 => Code::Internal,
         401 => Code::Unauthenticated,
@@ -127,6 +128,34 @@ impl CallRecord {
             path: format!("{service}/{method}"),
             finished: false,
         }
+    }
+
+    /// Hands the call on with its response: finished at once when the response head already
+    /// holds the outcome (a trailers-only response, which carries `grpc-status` in its
+    /// headers, or an HTTP status other than 200 without one), otherwise by the body when
+    /// its trailers go through.
+    pub(crate) fn observe_response<B>(
+        mut self,
+        response: http::Response<B>,
+    ) -> http::Response<TonicBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError> + std::fmt::Display,
+    {
+        let (parts, body) = response.into_parts();
+        let call = if let Some((code, message)) = status_from_headers(&parts.headers) {
+            self.finish(code, &message);
+            None
+        } else if parts.status != http::StatusCode::OK {
+            self.finish(
+                code_from_http_status(parts.status),
+                &format!("HTTP status {}", parts.status),
+            );
+            None
+        } else {
+            Some(self)
+        };
+        http::Response::from_parts(parts, TonicBody::new(ObservedBody::new(body, call)))
     }
 
     pub(crate) fn span(&self) -> &tracing::Span {
@@ -204,7 +233,7 @@ impl Drop for CallRecord {
 pin_project_lite::pin_project! {
     /// A response body that finishes its call when the trailers (or the end, or an error)
     /// go through, and keeps the call's span entered while the body is produced.
-    pub(crate) struct ObservedBody<B> {
+    struct ObservedBody<B> {
         #[pin]
         inner: B,
         call: Option<CallRecord>,
@@ -212,7 +241,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> ObservedBody<B> {
-    pub(crate) fn new(inner: B, call: Option<CallRecord>) -> Self {
+    fn new(inner: B, call: Option<CallRecord>) -> Self {
         Self { inner, call }
     }
 }

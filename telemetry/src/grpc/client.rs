@@ -3,21 +3,18 @@
 //! `traceparent`/`tracestate`/`baggage` injected into the request headers, the gRPC status
 //! recorded, and attempt duration and attempts in flight measured.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tonic::Code;
 use tonic::body::Body as TonicBody;
+use tonic::codegen::BoxFuture;
 use tonic::codegen::Bytes;
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::call::{
-    CallRecord, ObservedBody, Side, code_from_http_status, split_path, status_from_headers,
-};
+use super::call::{CallRecord, Side, split_path};
 use crate::metrics::Metrics;
 use crate::propagation::{inject_context, inject_current};
 
@@ -79,8 +76,6 @@ pub struct GrpcClientService<S> {
     server: Option<(String, u16)>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcClientService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -91,7 +86,7 @@ where
 {
     type Response = Response<TonicBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -148,25 +143,7 @@ where
         };
         Box::pin(async move {
             match response.instrument(span).await {
-                Ok(response) => {
-                    let (parts, body) = response.into_parts();
-                    let call = if let Some((code, message)) = status_from_headers(&parts.headers) {
-                        call.finish(code, &message);
-                        None
-                    } else if parts.status != http::StatusCode::OK {
-                        call.finish(
-                            code_from_http_status(parts.status),
-                            &format!("HTTP status {}", parts.status),
-                        );
-                        None
-                    } else {
-                        Some(call)
-                    };
-                    Ok(Response::from_parts(
-                        parts,
-                        TonicBody::new(ObservedBody::new(body, call)),
-                    ))
-                }
+                Ok(response) => Ok(call.observe_response(response)),
                 Err(error) => {
                     // tonic reports a channel error (no connection) as UNAVAILABLE.
                     call.finish(Code::Unavailable, &error.to_string());

@@ -3,19 +3,18 @@
 //! the gRPC status from the response headers or trailers, and measures call duration and
 //! calls in flight.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tonic::Code;
 use tonic::body::Body as TonicBody;
+use tonic::codegen::BoxFuture;
 use tonic::codegen::Bytes;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::call::{CallRecord, ObservedBody, Side, split_path, status_from_headers};
+use super::call::{CallRecord, Side, split_path};
 use crate::metrics::Metrics;
 use crate::propagation::continue_trace_from;
 
@@ -80,8 +79,6 @@ pub struct GrpcServerService<S> {
     untraced_services: Arc<[String]>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcServerService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -92,7 +89,7 @@ where
 {
     type Response = Response<TonicBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -140,22 +137,7 @@ where
         Box::pin(async move {
             let result = response.instrument(span).await;
             match result {
-                Ok(response) => {
-                    let (parts, body) = response.into_parts();
-                    // A trailers-only response (an error before any message) has its status
-                    // in the headers; otherwise it comes in the trailers.
-                    let call = match status_from_headers(&parts.headers) {
-                        Some((code, message)) => {
-                            call.finish(code, &message);
-                            None
-                        }
-                        None => Some(call),
-                    };
-                    Ok(Response::from_parts(
-                        parts,
-                        TonicBody::new(ObservedBody::new(body, call)),
-                    ))
-                }
+                Ok(response) => Ok(call.observe_response(response)),
                 Err(error) => {
                     call.finish(Code::Unknown, &error.to_string());
                     Err(error)
