@@ -112,19 +112,24 @@ impl<'writer> JsonMembers<'writer> {
     }
 
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
+        if self.result.is_ok() {
+            self.result = self.write_member(field, value);
         }
-        self.result = (|| {
-            if std::mem::replace(&mut self.needs_comma, true) {
-                self.writer.write_char(',')?;
-            }
-            // `r#type` is declared as `type`.
-            let name = field.name();
-            write_json_string(&mut self.writer, name.strip_prefix("r#").unwrap_or(name))?;
-            self.writer.write_char(':')?;
-            value(&mut self.writer)
-        })();
+    }
+
+    fn write_member(
+        &mut self,
+        field: &Field,
+        value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result,
+    ) -> fmt::Result {
+        if std::mem::replace(&mut self.needs_comma, true) {
+            self.writer.write_char(',')?;
+        }
+        // `r#type` is declared as `type`.
+        let name = field.name();
+        write_json_string(&mut self.writer, name.strip_prefix("r#").unwrap_or(name))?;
+        self.writer.write_char(':')?;
+        value(&mut self.writer)
     }
 }
 

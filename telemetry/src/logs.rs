@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{self, Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
@@ -56,18 +56,16 @@ where
     })
 }
 
-/// The OpenTelemetry ids of the span an event happens in, if it has any.
-pub(crate) fn current_trace_ids() -> Option<(String, String)> {
+/// The OpenTelemetry ids of the span an event happens in, if it has any (they print as the
+/// lower-case hex the W3C trace context uses).
+pub(crate) fn current_trace_ids() -> Option<(TraceId, SpanId)> {
     // The OpenTelemetry layer activates a span's context whenever the span is entered.
     let context = opentelemetry::Context::current();
     let span = context.span();
     let span_context = span.span_context();
-    span_context.is_valid().then(|| {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        )
-    })
+    span_context
+        .is_valid()
+        .then(|| (span_context.trace_id(), span_context.span_id()))
 }
 
 /// Wraps tracing-subscriber's text format and adds ` trace_id=… span_id=…` to each line.
