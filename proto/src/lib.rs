@@ -11,6 +11,9 @@ pub mod v1 {
 
 mod timestamp;
 
+pub mod grpc_timeout;
+pub mod reason;
+
 /// Well-known protobuf types as the generated code uses them.
 pub mod wkt {
     pub use crate::timestamp::Timestamp;

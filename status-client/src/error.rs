@@ -162,11 +162,13 @@ pub use order_status_telemetry::grpc::code_name;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orders_proto::reason;
     use tonic_types::{ErrorDetails, StatusExt};
 
     #[test]
     fn reason_and_field_violations_are_kept() {
-        let mut details = ErrorDetails::with_error_info("VALIDATION_FAILED", "orders.v1", []);
+        let mut details =
+            ErrorDetails::with_error_info(reason::VALIDATION_FAILED, reason::DOMAIN, []);
         details.add_bad_request_violation("items[0].quantity", "must be 1-10000");
         let status = Status::with_error_details(Code::InvalidArgument, "invalid order", details);
         let error = ClientError::from(status);

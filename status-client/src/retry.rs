@@ -5,18 +5,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use orders_proto::reason;
 use rand::Rng;
 use tonic::Code;
 
 use crate::error::ClientError;
 use crate::settings::SettingsError;
-
-/// ErrorInfo reason of `RESOURCE_EXHAUSTED` from load shedding: another attempt later helps.
-pub const REASON_OVERLOADED: &str = "OVERLOADED";
-/// ErrorInfo reason of `ABORTED` while a duplicate of the same idempotent request is running.
-pub const REASON_REQUEST_IN_PROGRESS: &str = "REQUEST_IN_PROGRESS";
-/// ErrorInfo reason of `RESOURCE_EXHAUSTED` ending a watch stream that fell behind: resume.
-pub const REASON_WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
 
 /// Backoff and attempt limits for one logical call.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,8 +90,8 @@ impl RetryPolicy {
 pub fn is_retryable(error: &ClientError) -> bool {
     match error.code() {
         Code::Unavailable => true,
-        Code::ResourceExhausted => error.reason() == Some(REASON_OVERLOADED),
-        Code::Aborted => error.reason() == Some(REASON_REQUEST_IN_PROGRESS),
+        Code::ResourceExhausted => error.reason() == Some(reason::OVERLOADED),
+        Code::Aborted => error.reason() == Some(reason::REQUEST_IN_PROGRESS),
         _ => false,
     }
 }
@@ -106,7 +100,7 @@ pub fn is_retryable(error: &ClientError) -> bool {
 pub fn is_resumable_watch_error(error: &ClientError) -> bool {
     is_retryable(error)
         || (error.code() == Code::ResourceExhausted
-            && error.reason() == Some(REASON_WATCHER_TOO_SLOW))
+            && error.reason() == Some(reason::WATCHER_TOO_SLOW))
 }
 
 /// Settings of the retry throttle (gRFC A6 `retryThrottling`).
@@ -248,12 +242,12 @@ mod tests {
         assert!(is_retryable(&with(Code::Unavailable, None)));
         assert!(is_retryable(&with(
             Code::ResourceExhausted,
-            Some(REASON_OVERLOADED)
+            Some(reason::OVERLOADED)
         )));
         assert!(!is_retryable(&with(Code::ResourceExhausted, None)));
         assert!(is_retryable(&with(
             Code::Aborted,
-            Some(REASON_REQUEST_IN_PROGRESS)
+            Some(reason::REQUEST_IN_PROGRESS)
         )));
         assert!(!is_retryable(&with(
             Code::Aborted,
@@ -271,7 +265,7 @@ mod tests {
         }
         assert!(is_resumable_watch_error(&with(
             Code::ResourceExhausted,
-            Some(REASON_WATCHER_TOO_SLOW)
+            Some(reason::WATCHER_TOO_SLOW)
         )));
     }
 

@@ -4,6 +4,7 @@
 //! shed, so an overloaded server is not mistaken for a dead one.
 
 use super::error::status;
+use orders_proto::reason;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
@@ -34,7 +35,7 @@ impl Admission {
             .map_err(|_| {
                 status(
                     Code::ResourceExhausted,
-                    "OVERLOADED",
+                    reason::OVERLOADED,
                     "the server is at its concurrency limit; retry with backoff",
                 )
             })

@@ -7,6 +7,7 @@
 
 use super::error::status;
 use crate::domain::Principal;
+use orders_proto::reason;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -204,7 +205,7 @@ impl TokenSet {
         let Some(header) = header else {
             return Err(status(
                 Code::Unauthenticated,
-                "MISSING_CREDENTIALS",
+                reason::MISSING_CREDENTIALS,
                 "this call needs an `authorization: Bearer <token>` header",
             ));
         };
@@ -219,14 +220,14 @@ impl TokenSet {
             .ok_or_else(|| {
                 status(
                     Code::Unauthenticated,
-                    "MALFORMED_CREDENTIALS",
+                    reason::MALFORMED_CREDENTIALS,
                     "the authorization header must be `Bearer <token>`",
                 )
             })?;
         let credential = self.authenticate(token).ok_or_else(|| {
             status(
                 Code::Unauthenticated,
-                "UNKNOWN_TOKEN",
+                reason::UNKNOWN_TOKEN,
                 "the bearer token is not known",
             )
         })?;
@@ -235,7 +236,7 @@ impl TokenSet {
         {
             return Err(super::error::status_with(
                 Code::PermissionDenied,
-                "MISSING_SCOPE",
+                reason::MISSING_SCOPE,
                 format!("{method} needs scope {}", scope.name()),
                 HashMap::from([("scope".to_owned(), scope.name().to_owned())]),
             ));

@@ -8,8 +8,9 @@
 
 use super::error::status;
 use super::wire::{Body, error_response};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use orders_proto::{grpc_timeout, reason};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,7 +52,7 @@ impl CallDeadlines {
     pub(crate) fn expired(&self) -> http::Response<Body> {
         error_response(status(
             Code::DeadlineExceeded,
-            "DEADLINE_EXCEEDED",
+            reason::DEADLINE_EXCEEDED,
             format!("{} passed before the server answered", self.whose),
         ))
     }
@@ -65,24 +66,10 @@ impl CallDeadlines {
     }
 }
 
-/// Parses a `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n).
-/// A malformed value is ignored, as other gRPC servers do.
+/// The caller's timeout from `grpc-timeout`. A malformed value is ignored, as other gRPC servers
+/// do.
 fn parse_grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout").map(HeaderValue::to_str)?.ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+    grpc_timeout::parse(headers.get("grpc-timeout")?.to_str().ok()?)
 }
 
 pin_project_lite::pin_project! {
@@ -130,7 +117,7 @@ impl HttpBody for DeadlineBody {
             let mut trailers = HeaderMap::new();
             status(
                 Code::DeadlineExceeded,
-                "DEADLINE_EXCEEDED",
+                reason::DEADLINE_EXCEEDED,
                 "the call's deadline passed",
             )
             .add_header(&mut trailers)
@@ -146,30 +133,5 @@ impl HttpBody for DeadlineBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn timeout(value: &str) -> Option<Duration> {
-        let mut headers = HeaderMap::new();
-        headers.insert("grpc-timeout", HeaderValue::from_str(value).unwrap());
-        parse_grpc_timeout(&headers)
-    }
-
-    #[test]
-    fn parses_every_unit_and_rejects_malformed_values() {
-        assert_eq!(timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(timeout("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
-        assert_eq!(timeout("123456789S"), None);
-        assert_eq!(timeout("S"), None);
-        assert_eq!(timeout("10x"), None);
-        assert_eq!(timeout("-1S"), None);
     }
 }

@@ -4,12 +4,10 @@
 
 use crate::domain::Error;
 use crate::error_chain::DisplayChain;
+use orders_proto::reason;
 use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-
-/// The `ErrorInfo` domain of every error this service returns.
-pub const ERROR_DOMAIN: &str = "orders.v1";
 
 /// A status with an `ErrorInfo` of `reason` and no metadata.
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
@@ -24,7 +22,7 @@ pub fn status_with(
     metadata: HashMap<String, String>,
 ) -> Status {
     let mut details = ErrorDetails::new();
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    details.set_error_info(reason, reason::DOMAIN, metadata);
     Status::with_error_details(code, message, details)
 }
 
@@ -40,7 +38,7 @@ impl From<Error> for Status {
         match error {
             Error::Invalid(violations) => {
                 let mut details = ErrorDetails::new();
-                details.set_error_info("VALIDATION_FAILED", ERROR_DOMAIN, HashMap::new());
+                details.set_error_info(reason::VALIDATION_FAILED, reason::DOMAIN, HashMap::new());
                 let mut summary = Vec::with_capacity(violations.len());
                 for violation in &violations {
                     details.add_bad_request_violation(&violation.field, &violation.description);
@@ -54,39 +52,43 @@ impl From<Error> for Status {
             }
             Error::NotFound(id) => status_with(
                 Code::NotFound,
-                "ORDER_NOT_FOUND",
+                reason::ORDER_NOT_FOUND,
                 message,
                 meta(&[("order_id", id.to_string())]),
             ),
             Error::InvalidTransition { from, to } => status_with(
                 Code::FailedPrecondition,
-                "INVALID_TRANSITION",
+                reason::INVALID_TRANSITION,
                 message,
                 meta(&[("from", from.to_string()), ("to", to.to_string())]),
             ),
             Error::VersionMismatch { expected, actual } => status_with(
                 Code::Aborted,
-                "VERSION_MISMATCH",
+                reason::VERSION_MISMATCH,
                 message,
                 meta(&[
                     ("expected_version", expected.to_string()),
                     ("current_version", actual.to_string()),
                 ]),
             ),
-            Error::IdempotencyKeyReused => {
-                status(Code::InvalidArgument, "IDEMPOTENCY_KEY_REUSED", message)
+            Error::IdempotencyKeyReused => status(
+                Code::InvalidArgument,
+                reason::IDEMPOTENCY_KEY_REUSED,
+                message,
+            ),
+            Error::RequestInProgress => status(Code::Aborted, reason::REQUEST_IN_PROGRESS, message),
+            Error::DeadlineExceeded => {
+                status(Code::DeadlineExceeded, reason::DEADLINE_EXCEEDED, message)
             }
-            Error::RequestInProgress => status(Code::Aborted, "REQUEST_IN_PROGRESS", message),
-            Error::DeadlineExceeded => status(Code::DeadlineExceeded, "DEADLINE_EXCEEDED", message),
             Error::EventsExpired { oldest, .. } => status_with(
                 Code::OutOfRange,
-                "EVENTS_EXPIRED",
+                reason::EVENTS_EXPIRED,
                 message,
                 meta(&[("oldest_sequence", oldest.to_string())]),
             ),
             Error::SequenceAhead { latest, .. } => status_with(
                 Code::OutOfRange,
-                "SEQUENCE_AHEAD",
+                reason::SEQUENCE_AHEAD,
                 message,
                 meta(&[("latest_sequence", latest.to_string())]),
             ),
@@ -94,13 +96,13 @@ impl From<Error> for Status {
                 tracing::warn!(error = %DisplayChain(&*cause), "store unavailable");
                 status(
                     Code::Unavailable,
-                    "STORE_UNAVAILABLE",
+                    reason::STORE_UNAVAILABLE,
                     "the order store is unavailable; retry later",
                 )
             }
             Error::Internal(cause) => {
                 tracing::error!(error = %DisplayChain(&*cause), "internal error");
-                status(Code::Internal, "INTERNAL", "internal error")
+                status(Code::Internal, reason::INTERNAL, "internal error")
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use super::error::status;
 use super::wire::{Body, error_response};
+use orders_proto::reason;
 use tonic::Code;
 
 /// The prefix of tonic's message for a request over the decoding limit.
@@ -20,7 +21,7 @@ pub(crate) fn translate(response: http::Response<Body>) -> http::Response<Body> 
         {
             error_response(status(
                 Code::ResourceExhausted,
-                "MESSAGE_TOO_LARGE",
+                reason::MESSAGE_TOO_LARGE,
                 refused.message(),
             ))
         }

@@ -9,6 +9,7 @@ use crate::domain::{Error, OrderEvent, OrderId, WatchStart};
 use crate::store::OrderStore;
 use futures::Stream;
 use order_status_telemetry::{Metrics, WatchStreamGuard};
+use orders_proto::reason;
 use orders_proto::v1 as pb;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -49,7 +50,7 @@ pub(crate) async fn open_watch(
         .map_err(|_| {
             WatchError::Refused(status(
                 Code::ResourceExhausted,
-                "TOO_MANY_WATCHERS",
+                reason::TOO_MANY_WATCHERS,
                 "too many open watch streams; retry later",
             ))
         })?;
@@ -160,7 +161,7 @@ impl Watch {
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         return self.end(status(
                             Code::ResourceExhausted,
-                            "WATCHER_TOO_SLOW",
+                            reason::WATCHER_TOO_SLOW,
                             format!(
                                 "this watcher fell {missed} events behind; \
                                  resume with after_sequence={}",
@@ -196,7 +197,7 @@ impl Watch {
 fn shutting_down() -> Status {
     status(
         Code::Unavailable,
-        "SHUTTING_DOWN",
+        reason::SHUTTING_DOWN,
         "the server is shutting down; resume the watch with after_sequence",
     )
 }

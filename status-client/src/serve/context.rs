@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use orders_proto::grpc_timeout;
 use tonic::metadata::AsciiMetadataValue;
 
 use super::errors::ApiError;
@@ -29,7 +30,7 @@ impl FromRequestParts<AppState> for CallContext {
                 let asked = value
                     .to_str()
                     .ok()
-                    .and_then(parse_grpc_timeout)
+                    .and_then(grpc_timeout::parse)
                     .ok_or_else(|| {
                         ApiError::bad_request(
                             "invalid grpc-timeout header (e.g. 500m, 2S)",
@@ -67,41 +68,5 @@ impl FromRequestParts<AppState> for CallContext {
             options,
             idempotency_key,
         })
-    }
-}
-
-/// Parses a gRPC timeout value: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
-pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let unit = value.chars().last()?;
-    let digits = &value[..value.len() - unit.len_utf8()];
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    let duration = match unit {
-        'H' => Duration::from_secs(amount * 3600),
-        'M' => Duration::from_secs(amount * 60),
-        'S' => Duration::from_secs(amount),
-        'm' => Duration::from_millis(amount),
-        'u' => Duration::from_micros(amount),
-        'n' => Duration::from_nanos(amount),
-        _ => return None,
-    };
-    (!duration.is_zero()).then_some(duration)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("500m"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        for bad in ["", "5", "m", "123456789S", "5s", "0m", "-1S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
     }
 }

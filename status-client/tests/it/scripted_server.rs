@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
+use orders_proto::reason;
 use orders_proto::v1::{CreateOrderRequest, Order, OrderEvent, WatchOrdersRequest};
 use status_client::retry::{RetryPolicy, ThrottleSettings};
 use status_client::{CallOptions, Client, Settings};
@@ -38,7 +39,7 @@ fn failure(code: Code, reason: &str) -> Status {
     Status::with_error_details(
         code,
         "scripted",
-        ErrorDetails::with_error_info(reason, "orders.v1", []),
+        ErrorDetails::with_error_info(reason, reason::DOMAIN, []),
     )
 }
 
@@ -74,8 +75,8 @@ async fn retryable_failures_are_retried_with_one_request_id_and_a_shrinking_grpc
     let script = Scripted::default();
     script.0.lock().unwrap().creates = VecDeque::from([
         Err(Status::unavailable("replica restarting")),
-        Err(failure(Code::ResourceExhausted, "OVERLOADED")),
-        Err(failure(Code::Aborted, "REQUEST_IN_PROGRESS")),
+        Err(failure(Code::ResourceExhausted, reason::OVERLOADED)),
+        Err(failure(Code::Aborted, reason::REQUEST_IN_PROGRESS)),
         Ok(order("made-once")),
     ]);
     let client = client(start(script.clone()).await, 5);
@@ -201,7 +202,7 @@ async fn a_watch_resumes_after_the_last_delivered_sequence_and_drops_repeats() {
     script.0.lock().unwrap().watches = VecDeque::from([
         (
             vec![event(1), event(2)],
-            Some(failure(Code::ResourceExhausted, "WATCHER_TOO_SLOW")),
+            Some(failure(Code::ResourceExhausted, reason::WATCHER_TOO_SLOW)),
         ),
         (
             vec![event(3)],
@@ -210,7 +211,7 @@ async fn a_watch_resumes_after_the_last_delivered_sequence_and_drops_repeats() {
         // A server that replays one event too many: the client drops it.
         (
             vec![event(3), event(4)],
-            Some(failure(Code::OutOfRange, "RESUME_TOKEN_EXPIRED")),
+            Some(failure(Code::OutOfRange, reason::EVENTS_EXPIRED)),
         ),
     ]);
     let client = client(start(script.clone()).await, 5);
