@@ -190,29 +190,42 @@ async fn a_cli_get_is_one_trace_from_the_command_to_the_store() {
         assert!(trace.iter().any(|span| span.service_name == service));
     }
     assert_no_token(&receiver.spans());
-    assert_access_line(&server, server_span, "GetOrder", "OK");
+    assert_access_line(&server, server_span, "GetOrder", "OK").await;
 }
 
 /// order-service's log (JSON) has the access line of the call `server_span` records: method,
-/// principal, code and latency, joined to the span by its ids, and no token anywhere.
-fn assert_access_line(
+/// principal, code and latency, joined to the span by its ids, and no token anywhere. Log lines
+/// are written out in batches (every 100 ms), so the span can reach the receiver before its line
+/// reaches the file: wait for the line rather than read the log once.
+async fn assert_access_line(
     server: &OrderServiceProcess,
     server_span: &ReceivedSpan,
     method: &str,
     code: &str,
 ) {
-    let log = server.log();
+    let access_line = |log: &str| {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| {
+                line["message"] == "call finished"
+                    && line["span_id"] == server_span.span_id.as_str()
+            })
+    };
+    let waiting_since = Instant::now();
+    let (log, line) = loop {
+        let log = server.log();
+        match access_line(&log) {
+            Some(line) => break (log, line),
+            None if waiting_since.elapsed() > PATIENCE => {
+                panic!("no access line for span {}:\n{log}", server_span.span_id)
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     assert!(
         !log.contains(WRITER_TOKEN),
         "the log holds the token:\n{log}"
     );
-    let line = log
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| {
-            line["message"] == "call finished" && line["span_id"] == server_span.span_id.as_str()
-        })
-        .unwrap_or_else(|| panic!("no access line for span {}:\n{log}", server_span.span_id));
     assert_eq!(line["level"], "INFO", "{line}");
     assert_eq!(
         line["method"],
@@ -334,7 +347,7 @@ async fn a_failed_call_marks_the_spans_of_both_sides_as_errors_with_the_code() {
         "the error is recorded as an exception event: {logical:?}"
     );
     // The access line of a call answered with an error at once (no response body) too.
-    assert_access_line(&order_service, server, "GetOrder", "NOT_FOUND");
+    assert_access_line(&order_service, server, "GetOrder", "NOT_FOUND").await;
 }
 
 #[tokio::test]
