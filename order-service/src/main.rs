@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use order_service::config::{Cli, Command, Settings};
+use order_service::error_chain::DisplayChain;
 use order_service::observability::Observability;
 use order_service::startup::{Application, shutdown_signal};
 use std::io::Write;
@@ -51,7 +52,7 @@ async fn serve(settings: Settings) -> ExitCode {
     let telemetry = match order_status_telemetry::init("order-service") {
         Ok(telemetry) => telemetry,
         Err(error) => {
-            eprintln!("order-service: {error}");
+            eprintln!("order-service: {}", DisplayChain(&error));
             return ExitCode::from(2);
         }
     };
@@ -82,7 +83,10 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     if let Err(error) = telemetry.shutdown().await {
-        eprintln!("order-service: flushing telemetry: {error}");
+        eprintln!(
+            "order-service: flushing telemetry: {}",
+            DisplayChain(&error)
+        );
     }
     code
 }

@@ -2,6 +2,7 @@
 //! listener, and running it until a shutdown signal, then draining.
 
 use crate::config::{Database, Settings};
+use crate::error_chain::DisplayChain;
 use crate::grpc::gate::GateLayer;
 use crate::grpc::orders::OrdersApi;
 use crate::grpc::watch::WatchOptions;
@@ -193,7 +194,7 @@ async fn prune_periodically(store: Arc<dyn OrderStore>, stop: CancellationToken)
             _ = ticks.tick() => {}
         }
         if let Err(error) = store.prune().await {
-            tracing::warn!(error = %describe(error), "pruning old records failed");
+            tracing::warn!(error = %DisplayChain(&error), "pruning old records failed");
         }
     }
 }

@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::DisplayChain;
 use crate::exposition::PrometheusExposition;
 
 /// The path metrics are served on.
@@ -31,7 +32,7 @@ pub async fn serve_metrics(
                 Err(error) => {
                     // Per-connection errors (e.g. the peer reset before accept) must not
                     // stop the server.
-                    tracing::warn!(error = %error, "accepting a /metrics connection failed");
+                    tracing::warn!(error = %DisplayChain(&error), "accepting a /metrics connection failed");
                     continue;
                 }
             },
@@ -46,7 +47,7 @@ pub async fn serve_metrics(
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(error = %error, "a /metrics connection ended with an error");
+                tracing::debug!(error = %DisplayChain(&error), "a /metrics connection ended with an error");
             }
         });
     }

@@ -1,14 +1,14 @@
 //! The one tower layer in front of the handlers. For every call, in order: authenticate and
 //! check the scope (order service only), take an admission slot (or shed the call), set the
 //! deadlines; then run the handler under the work deadline, release the slot when it answers,
-//! give over-limit messages their proper code, and bound the response body by the caller's
-//! deadline. Each step lives in its own module; this one only puts them in order.
+//! give over-limit and undecodable messages their proper code, and bound the response body by the
+//! caller's deadline. Each step lives in its own module; this one only puts them in order.
 
 use super::admission::Admission;
 use super::auth::{PROTECTED_PREFIX, TokenSet};
+use super::codec_refusal;
 use super::context::CallDeadline;
 use super::deadline::CallDeadlines;
-use super::message_limit;
 use super::wire::{Body, error_response};
 use futures::future::BoxFuture;
 use std::convert::Infallible;
@@ -106,7 +106,7 @@ where
             // streams have their own limit).
             drop(slot);
             Ok(match answered {
-                Ok(Ok(response)) => deadlines.bound_body(message_limit::translate(response)),
+                Ok(Ok(response)) => deadlines.bound_body(codec_refusal::translate(response)),
                 Err(_elapsed) => deadlines.expired(),
             })
         })
