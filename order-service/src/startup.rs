@@ -175,6 +175,8 @@ impl Application {
             service,
             ConnectionSettings {
                 keepalive_interval: settings.keepalive_interval,
+                handshake_timeout: settings.handshake_timeout,
+                max_connections: settings.max_connections,
             },
             stop,
             settings.shutdown_grace,

@@ -1,6 +1,7 @@
 //! The network edge against hostile or careless clients, on the real binary where the process
-//! matters (logs): requests that do not decode. Raw HTTP/2 (hyper's client) where a tonic client
-//! would refuse to send what a hostile one sends.
+//! matters (file descriptors, logs): the handshake deadline, the connection cap, accept failures
+//! under a low file limit, and requests that do not decode. Raw HTTP/2 (hyper's client)
+//! where a tonic client would refuse to send what a hostile one sends.
 
 use crate::support::{WRITER, write_tokens_file};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,12 +16,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 const GET_ORDER: &str = "/orders.v1.OrderService/GetOrder";
 
 /// The real order-service binary, with its log (text, `info`) in a file this test reads.
@@ -31,12 +34,20 @@ struct Binary {
 }
 
 impl Binary {
-    /// Starts it on port 0 with `env`.
-    fn start(env: &[(&str, &str)]) -> Binary {
+    /// Starts it on port 0 with `env`, under a file limit of `nofile` when given (through
+    /// `prlimit`, which execs the binary: the pid stays the server's).
+    fn start(env: &[(&str, &str)], nofile: Option<u32>) -> Binary {
         let dir = tempfile::tempdir().unwrap();
         let tokens = write_tokens_file(dir.path());
         let binary = env!("CARGO_BIN_EXE_order-service");
-        let mut command = Command::new(binary);
+        let mut command = match nofile {
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={limit}:{limit}")).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         let log = std::fs::File::create(dir.path().join("order-service.log")).unwrap();
         let mut child = command
             .args(["--addr", "127.0.0.1:0", "--tokens-file"])
@@ -89,6 +100,14 @@ impl Binary {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+
+    /// Lines of the log containing `needle`.
+    fn log_lines_with(&self, needle: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
     }
 }
 
@@ -163,9 +182,178 @@ fn error_reason(status: &tonic::Status) -> String {
         .reason
 }
 
+/// Waits until the server closes `stream` (end of file or reset) and says whether it did
+/// within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue, // the server's SETTINGS, when it speaks first
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A health check on a connection of its own; `None` if the connection was refused or closed.
+async fn health_check(addr: SocketAddr) -> Option<tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .ok()?;
+        tokio::spawn(connection);
+        health_check_on(&mut sender, addr).await
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A health check on an open connection.
+async fn health_check_on(
+    sender: &mut SendRequest<http_body_util::Full<Bytes>>,
+    addr: SocketAddr,
+) -> Option<tonic::Status> {
+    let request = http::Request::post(format!("http://{addr}{HEALTH_CHECK}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(message_prefix(0)))
+        .unwrap();
+    sender.ready().await.ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    Some(grpc_status(response).await)
+}
+
+/// An open HTTP/2 connection that has answered one health check.
+async fn live_connection(addr: SocketAddr) -> SendRequest<http_body_util::Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let status = health_check_on(&mut sender, addr).await.expect("answered");
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    sender
+}
+
+#[tokio::test]
+async fn connections_that_never_send_the_preface_are_closed_after_the_handshake_timeout() {
+    let server = Binary::start(&[("ORDER_SERVICE_HANDSHAKE_TIMEOUT", "300ms")], None);
+    let mut live = live_connection(server.addr).await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    for stream in &mut silent {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).await,
+            "a connection that sent nothing is still open 10 s after a 300 ms handshake timeout"
+        );
+    }
+    // A client that did send its preface is not cut off by the deadline.
+    let status = health_check_on(&mut live, server.addr)
+        .await
+        .expect("the live connection was closed");
+    assert_eq!(status.code(), Code::Ok);
+}
+
+#[tokio::test]
+async fn the_connection_cap_closes_connections_over_it_and_says_so() {
+    let server = Binary::start(&[("ORDER_SERVICE_MAX_CONNECTIONS", "4")], None);
+    let mut live = Vec::new();
+    for _ in 0..4 {
+        live.push(live_connection(server.addr).await);
+    }
+    let mut over = TcpStream::connect(server.addr).await.unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(10)).await,
+        "a fifth connection over a cap of 4 was kept open"
+    );
+    assert!(health_check(server.addr).await.is_none());
+    assert!(server.logged("connection limit reached").await);
+    assert_eq!(
+        server.log_lines_with("connection limit reached"),
+        1,
+        "one rate-limited line for two refusals; log:\n{}",
+        server.log()
+    );
+    // Those under the cap keep working…
+    for sender in &mut live {
+        let status = health_check_on(sender, server.addr).await.expect("served");
+        assert_eq!(status.code(), Code::Ok);
+    }
+    // …and once one ends, a new connection is served again.
+    live.pop();
+    let mut served = None;
+    for _ in 0..50 {
+        served = health_check(server.addr).await;
+        if served.is_some() {
+            break;
+        }
+        // Polled: the server learns of the closed connection on its own time.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served.expect("never served again").code(), Code::Ok);
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        println!("SKIPPED: prlimit (util-linux) is not installed");
+        return;
+    }
+    let server = Binary::start(&[("ORDER_SERVICE_HANDSHAKE_TIMEOUT", "1h")], Some(64));
+    // More silent connections than the server has descriptors left: it runs out.
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    assert!(
+        server.logged("accept").await,
+        "accept never failed; log:\n{}",
+        server.log()
+    );
+    // Observed for two seconds: the old loop retried (and logged) every 50 ms, 40 lines.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = server.log_lines_with("accept");
+    assert_eq!(lines, 1, "log:\n{}", server.log());
+
+    drop(silent);
+    // Served again once descriptors are free; the recovery is logged once accepts have worked
+    // for a second (every check is a new connection, so a new accept).
+    let mut recovered = false;
+    for _ in 0..100 {
+        if let Some(status) = health_check(server.addr).await {
+            assert_eq!(status.code(), Code::Ok);
+            recovered = server.log().contains("accepting connections again");
+            if recovered {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "log:\n{}", server.log());
+    assert_eq!(
+        server.log_lines_with("accepting connections fails"),
+        1,
+        "one episode, one line; log:\n{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 async fn a_request_that_does_not_decode_is_invalid_argument_and_its_cause_is_logged() {
-    let server = Binary::start(&[]);
+    let server = Binary::start(&[], None);
     let mut sender = raw_connection(server.addr).await;
     let (request, feed) = raw_request(server.addr, GET_ORDER, Some(WRITER));
     // GetOrderRequest.order_id (field 1, a string) holding bytes that are not UTF-8.
