@@ -31,6 +31,20 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::Service;
 
+/// Streams one connection may have open at once (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Request bytes one stream may have in flight, unread, before the server reads them
+/// (the initial HTTP/2 stream window). Larger messages arrive in several windows.
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// Request bytes one connection may have in flight, unread, over all its streams (the
+/// connection window): what a client that sends without the server reading can make it hold.
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Largest request header block (`SETTINGS_MAX_HEADER_LIST_SIZE`); a request with more is
+/// refused by HTTP/2 itself.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Response bytes queued per stream for a client that does not read them.
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
+
 /// HTTP/2 connection settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionSettings {
@@ -64,7 +78,11 @@ pub async fn serve<S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(settings.keepalive_interval))
         .keep_alive_timeout(settings.keepalive_interval)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buf_size(SEND_BUFFER_BYTES);
     let http2 = Arc::new(http2);
     let draining = GracefulShutdown::new();
     let mut cap = ConnectionCap::new(settings.max_connections);

@@ -1,6 +1,7 @@
 //! The network edge against hostile or careless clients, on the real binary where the process
-//! matters (file descriptors, logs): the handshake deadline, the connection cap, accept failures
-//! under a low file limit, and requests that do not decode. Raw HTTP/2 (hyper's client)
+//! matters (memory, file descriptors, logs): message limits of the open services, memory held by
+//! unfinished bodies and given back after, the handshake deadline, the connection cap, accept
+//! failures under a low file limit, and requests that do not decode. Raw HTTP/2 (hyper's client)
 //! where a tonic client would refuse to send what a hostile one sends.
 
 use crate::support::{WRITER, write_tokens_file};
@@ -24,6 +25,8 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+const REFLECTION_V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+const CREATE_ORDER: &str = "/orders.v1.OrderService/CreateOrder";
 const GET_ORDER: &str = "/orders.v1.OrderService/GetOrder";
 
 /// The real order-service binary, with its log (text, `info`) in a file this test reads.
@@ -109,6 +112,17 @@ impl Binary {
             .filter(|line| line.contains(needle))
             .count()
     }
+
+    /// Resident memory of the process, in MiB (`VmRSS` of /proc/PID/status).
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib / 1024.0
+    }
 }
 
 impl Drop for Binary {
@@ -180,6 +194,186 @@ fn error_reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
         .reason
+}
+
+/// Sends `len` bytes of a message announced larger than the open services accept; returns the
+/// answer, which must come while the body is still unsent (nothing is buffered for it).
+async fn over_limit_to(addr: SocketAddr, path: &str) -> tonic::Status {
+    let mut sender = raw_connection(addr).await;
+    let (request, feed) = raw_request(addr, path, None);
+    feed.send(Ok(Frame::data(message_prefix(64 * 1024))))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no answer while the over-limit body was unsent"))
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), grpc_status(response))
+        .await
+        .unwrap_or_else(|_| panic!("{path}: the call did not end while the body was unsent"));
+    drop(feed);
+    status
+}
+
+#[tokio::test]
+async fn open_services_refuse_a_message_over_their_small_limit_without_waiting_for_it() {
+    let server = Binary::start(&[], None);
+    let health = over_limit_to(server.addr, HEALTH_CHECK).await;
+    assert_eq!(health.code(), Code::ResourceExhausted, "{health:?}");
+    assert_eq!(error_reason(&health), reason::MESSAGE_TOO_LARGE);
+    // Reflection ends the stream when its request does not decode (tonic-reflection says OK);
+    // what matters is that it ended without waiting for, or holding, the 64 KiB.
+    over_limit_to(server.addr, REFLECTION_V1).await;
+}
+
+/// Opens `streams` calls to `path` on one connection, each announcing a message of
+/// `announced` bytes and sending `sent` of them, never finishing; returns once every stream
+/// either sent everything or was answered. The connection stays open while the returned
+/// handle lives.
+async fn unfinished_bodies(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    streams: usize,
+    announced: u32,
+    sent: usize,
+) -> Vec<mpsc::Sender<Result<Frame<Bytes>, Infallible>>> {
+    const CHUNK: usize = 64 * 1024;
+    let zeros = Bytes::from(vec![0u8; CHUNK]);
+    let sender = raw_connection(addr).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        let mut sender = sender.clone();
+        let (request, feed) = raw_request(addr, path, token);
+        let zeros = zeros.clone();
+        calls.spawn(async move {
+            let response = tokio::spawn(async move {
+                sender.ready().await.ok()?;
+                sender.send_request(request).await.ok()
+            });
+            let mut left = sent;
+            let mut fed = feed
+                .send(Ok(Frame::data(message_prefix(announced))))
+                .await
+                .is_ok();
+            while fed && left > 0 {
+                let chunk = zeros.slice(..left.min(CHUNK));
+                left -= chunk.len();
+                fed = feed.send(Ok(Frame::data(chunk))).await.is_ok();
+            }
+            // Either everything was handed over, or the server ended the stream early.
+            if !fed {
+                let _ = response.await;
+            }
+            feed
+        });
+    }
+    let mut feeds = Vec::with_capacity(streams);
+    while let Some(feed) = calls.join_next().await {
+        feeds.push(feed.unwrap());
+    }
+    // The connection's requests are all in flight; keep their bodies open.
+    feeds.push(sender_keepalive(sender));
+    feeds
+}
+
+/// Ties the connection's lifetime to the returned handle's (dropping every sender closes it).
+fn sender_keepalive(
+    sender: SendRequest<RawBody>,
+) -> mpsc::Sender<Result<Frame<Bytes>, Infallible>> {
+    let (keep, mut closed) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    tokio::spawn(async move {
+        let _sender = sender;
+        closed.recv().await;
+    });
+    keep
+}
+
+/// Waits until the resident memory of `server` settles at or below `bound_mib`, giving the
+/// allocator time to return freed pages; returns the last reading.
+async fn rss_settles_below(server: &Binary, bound_mib: f64) -> f64 {
+    let mut rss = server.rss_mib();
+    for _ in 0..100 {
+        if rss <= bound_mib {
+            break;
+        }
+        // Polled: nothing signals that the allocator returned its pages.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss = server.rss_mib();
+    }
+    rss
+}
+
+#[tokio::test]
+async fn unfinished_bodies_on_open_services_do_not_grow_memory() {
+    let server = Binary::start(&[], None);
+    let baseline = server.rss_mib();
+
+    // The issue's attack: 256 unfinished 4 MiB health checks on one connection.
+    let held = unfinished_bodies(
+        server.addr,
+        HEALTH_CHECK,
+        None,
+        256,
+        4 * 1024 * 1024 - 1,
+        4 * 1024 * 1024 - 64 * 1024,
+    )
+    .await;
+    let during = server.rss_mib();
+    // And what still fits the limit: as many streams as a connection may open, each one byte
+    // short of a complete message.
+    let at_limit = unfinished_bodies(server.addr, HEALTH_CHECK, None, 1000, 4096, 4095).await;
+    let during_at_limit = server.rss_mib();
+    println!(
+        "RSS: {baseline:.1} MiB before, {during:.1} MiB with 256 unfinished 4 MiB bodies, \
+         {during_at_limit:.1} MiB with 1000 more at the limit"
+    );
+    assert!(
+        during - baseline < 64.0,
+        "256 unfinished over-limit bodies took RSS from {baseline:.1} to {during:.1} MiB"
+    );
+    assert!(
+        during_at_limit - baseline < 64.0,
+        "unfinished bodies at the limit took RSS from {baseline:.1} to {during_at_limit:.1} MiB"
+    );
+    drop(held);
+    drop(at_limit);
+}
+
+#[tokio::test]
+async fn memory_held_for_unfinished_authenticated_bodies_is_given_back_after_close() {
+    let server = Binary::start(&[], None);
+    let baseline = server.rss_mib();
+    // Authenticated callers may send up to --max-message-bytes (1 MiB) per call: 200 unfinished
+    // ones make the server hold about 200 MiB while they are open…
+    let held = unfinished_bodies(
+        server.addr,
+        CREATE_ORDER,
+        Some(WRITER),
+        200,
+        1024 * 1024,
+        1024 * 1024 - 1,
+    )
+    .await;
+    let during = server.rss_mib();
+    drop(held);
+    // …and must give it back once the connection is gone.
+    let grown = during - baseline;
+    let bound = baseline + grown / 4.0;
+    let after = rss_settles_below(&server, bound).await;
+    println!(
+        "RSS: {baseline:.1} MiB before, {during:.1} MiB with 200 unfinished 1 MiB bodies, \
+         {after:.1} MiB after the connection closed"
+    );
+    assert!(
+        grown > 100.0,
+        "the bodies were not held (RSS {baseline:.1} → {during:.1} MiB): the test proves nothing"
+    );
+    assert!(
+        after <= bound,
+        "RSS stayed at {after:.1} MiB after the connection closed (was {baseline:.1} MiB \
+         before, {during:.1} MiB while held): less than three quarters were given back"
+    );
 }
 
 /// Waits until the server closes `stream` (end of file or reset) and says whether it did
