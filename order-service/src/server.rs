@@ -7,19 +7,18 @@
 //! options, the handshake under its deadline, serving) runs in that connection's own task, so a
 //! slow or silent client can never hold up the others.
 
-mod accept_errors;
 mod connection_cap;
 mod first_bytes;
 
 use crate::error_chain::DisplayChain;
 use crate::grpc::wire::Body;
-use accept_errors::AcceptErrors;
 use connection_cap::ConnectionCap;
 use first_bytes::{FirstBytes, HTTP2_PREFACE_LEN};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use order_status_telemetry::AcceptErrors;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -86,7 +85,7 @@ pub async fn serve<S>(
     let http2 = Arc::new(http2);
     let draining = GracefulShutdown::new();
     let mut cap = ConnectionCap::new(settings.max_connections);
-    let mut accept_errors = AcceptErrors::default();
+    let mut accept_errors = AcceptErrors::new("gRPC");
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {

@@ -10,8 +10,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::DisplayChain;
 use crate::exposition::PrometheusExposition;
+use crate::{AcceptErrors, DisplayChain};
 
 /// The path metrics are served on.
 pub const METRICS_PATH: &str = "/metrics";
@@ -24,19 +24,23 @@ pub async fn serve_metrics(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut accept_errors = AcceptErrors::new("/metrics");
     loop {
         let stream = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
                 Err(error) => {
-                    // Per-connection errors (e.g. the peer reset before accept) must not
-                    // stop the server.
-                    tracing::warn!(error = %DisplayChain(&error), "accepting a /metrics connection failed");
-                    continue;
+                    // Must not stop the server, nor spin (and log) while out of descriptors.
+                    let pause = accept_errors.failed(&error);
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
+        accept_errors.accepted();
         let exposition = exposition.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {

@@ -33,6 +33,8 @@ const GET_ORDER: &str = "/orders.v1.OrderService/GetOrder";
 struct Binary {
     child: Child,
     addr: SocketAddr,
+    /// Where `/metrics` is served, when started with `ORDER_SERVICE_METRICS_ADDR`.
+    metrics_addr: Option<SocketAddr>,
     dir: TempDir,
 }
 
@@ -79,9 +81,26 @@ impl Binary {
                 break addr.parse().unwrap();
             }
         };
+        // Printed right after the address, when metrics are served.
+        let metrics_addr = env
+            .iter()
+            .any(|(name, _)| *name == "ORDER_SERVICE_METRICS_ADDR")
+            .then(|| {
+                let line = lines.next().expect("no metrics line").unwrap();
+                line.strip_prefix("order-service metrics on http://")
+                    .and_then(|rest| rest.strip_suffix("/metrics"))
+                    .unwrap_or_else(|| panic!("not the metrics line: {line}"))
+                    .parse()
+                    .unwrap()
+            });
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Binary { child, addr, dir }
+        Binary {
+            child,
+            addr,
+            metrics_addr,
+            dir,
+        }
     }
 
     fn log(&self) -> String {
@@ -500,27 +519,56 @@ async fn the_connection_cap_closes_connections_over_it_and_says_so() {
     assert_eq!(served.expect("never served again").code(), Code::Ok);
 }
 
+/// Whether `/metrics` at `addr` answers 200 on a connection of its own.
+async fn metrics_served(addr: SocketAddr) -> bool {
+    use tokio::io::AsyncWriteExt;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        Some(answer.starts_with(b"HTTP/1.1 200"))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 #[tokio::test]
-async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+async fn out_of_file_descriptors_the_accept_loops_back_off_and_recover() {
     if Command::new("prlimit").arg("--version").output().is_err() {
         println!("SKIPPED: prlimit (util-linux) is not installed");
         return;
     }
-    let server = Binary::start(&[("ORDER_SERVICE_HANDSHAKE_TIMEOUT", "1h")], Some(64));
-    // More silent connections than the server has descriptors left: it runs out.
+    let server = Binary::start(
+        &[
+            ("ORDER_SERVICE_HANDSHAKE_TIMEOUT", "1h"),
+            ("ORDER_SERVICE_METRICS_ADDR", "127.0.0.1:0"),
+        ],
+        Some(64),
+    );
+    let metrics_addr = server.metrics_addr.unwrap();
+    // More silent connections than the server has descriptors left, on both of its listeners
+    // (the /metrics server waits for a request line as long as it takes): it runs out.
     let mut silent = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..60 {
         silent.push(TcpStream::connect(server.addr).await.unwrap());
+        silent.push(TcpStream::connect(metrics_addr).await.unwrap());
     }
     assert!(
         server.logged("accept").await,
         "accept never failed; log:\n{}",
         server.log()
     );
-    // Observed for two seconds: the old loop retried (and logged) every 50 ms, 40 lines.
+    // Observed for two seconds: the old gRPC loop retried (and logged) every 50 ms, 40 lines;
+    // the old /metrics loop retried at once, thousands.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lines = server.log_lines_with("accept");
-    assert_eq!(lines, 1, "log:\n{}", server.log());
+    assert_eq!(lines, 2, "one line per listener; log:\n{}", server.log());
 
     drop(silent);
     // Served again once descriptors are free; the recovery is logged once accepts have worked
@@ -537,10 +585,14 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "log:\n{}", server.log());
+    assert!(
+        metrics_served(metrics_addr).await,
+        "/metrics is not served again"
+    );
     assert_eq!(
         server.log_lines_with("accepting connections fails"),
-        1,
-        "one episode, one line; log:\n{}",
+        2,
+        "one episode per listener, one line each; log:\n{}",
         server.log()
     );
 }

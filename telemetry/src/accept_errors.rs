@@ -1,10 +1,11 @@
-//! What the accept loop does when `accept` fails (out of file descriptors, mostly): wait,
+//! What an accept loop does when `accept` fails (out of file descriptors, mostly): wait,
 //! longer each time up to a cap, instead of retrying at once; and say so once per episode, plus
 //! once when accepting works again, rather than once per failure. While descriptors are being
 //! freed, accepts succeed and fail by turns; the episode ends only once accepts have kept
-//! working for [`SETTLED_AFTER`], so a recovery is one line, not one per flap.
+//! working for [`SETTLED_AFTER`], so a recovery is one line, not one per flap. Shared by every
+//! accept loop of the project (order-service's gRPC listener, the `/metrics` server).
 
-use crate::error_chain::DisplayChain;
+use crate::DisplayChain;
 use std::io;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -17,9 +18,11 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 /// How long accepts must have kept working, without a failure, for an episode to be over.
 const SETTLED_AFTER: Duration = Duration::from_secs(1);
 
-/// The state of the current episode of failing accepts, if any.
-#[derive(Debug, Default)]
-pub(crate) struct AcceptErrors {
+/// The failures of one listener's `accept`: the current episode of failing accepts, if any.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    /// Which listener, for the log lines (e.g. "gRPC", "/metrics").
+    listener: &'static str,
     episode: Option<Episode>,
 }
 
@@ -34,9 +37,17 @@ struct Episode {
 }
 
 impl AcceptErrors {
+    /// No failures yet on `listener` (named in the log lines).
+    pub fn new(listener: &'static str) -> Self {
+        AcceptErrors {
+            listener,
+            episode: None,
+        }
+    }
+
     /// Records a failed `accept` and returns how long to wait before the next one. Logs only
     /// the first failure of an episode.
-    pub(crate) fn failed(&mut self, error: &io::Error) -> Duration {
+    pub fn failed(&mut self, error: &io::Error) -> Duration {
         match &mut self.episode {
             Some(episode) => {
                 episode.failures += 1;
@@ -47,6 +58,7 @@ impl AcceptErrors {
             }
             None => {
                 tracing::warn!(
+                    listener = self.listener,
                     error = %DisplayChain(error),
                     longest_pause_ms = LONGEST_PAUSE.as_millis() as u64,
                     "accepting connections fails; retrying with growing pauses \
@@ -65,7 +77,7 @@ impl AcceptErrors {
 
     /// Records a successful `accept`: the next failure waits the shortest pause again, and an
     /// episode in which accepts have kept working for [`SETTLED_AFTER`] is over.
-    pub(crate) fn accepted(&mut self) {
+    pub fn accepted(&mut self) {
         let Some(episode) = &mut self.episode else {
             return;
         };
@@ -73,6 +85,7 @@ impl AcceptErrors {
         let working_since = *episode.working_since.get_or_insert_with(Instant::now);
         if working_since.elapsed() >= SETTLED_AFTER {
             tracing::info!(
+                listener = self.listener,
                 failures = episode.failures,
                 lasted_ms = episode.started.elapsed().as_millis() as u64,
                 "accepting connections again"
@@ -94,7 +107,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pauses_double_up_to_the_cap_and_an_episode_ends_once_accepts_keep_working() {
-        let mut errors = AcceptErrors::default();
+        let mut errors = AcceptErrors::new("test");
         let emfile = io::Error::from_raw_os_error(24);
         let pauses: Vec<Duration> = (0..10).map(|_| errors.failed(&emfile)).collect();
         assert_eq!(pauses[0], FIRST_PAUSE);
