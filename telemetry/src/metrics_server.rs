@@ -3,11 +3,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::exposition::PrometheusExposition;
@@ -15,6 +16,11 @@ use crate::{AcceptErrors, DisplayChain};
 
 /// The path metrics are served on.
 pub const METRICS_PATH: &str = "/metrics";
+
+/// How long a connection may take to send a request's headers, and stay idle between requests:
+/// a scraper sends its request at once, and a connection that sends nothing must not hold a file
+/// descriptor for good.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `/metrics` on `listener` until `shutdown` completes. Connections already accepted
 /// finish on their own.
@@ -48,6 +54,8 @@ pub async fn serve_metrics(
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
