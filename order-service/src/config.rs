@@ -106,6 +106,15 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDER_SERVICE_KEEPALIVE_INTERVAL", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub keepalive_interval: Duration,
+    /// How long a new connection may take to send the HTTP/2 client preface (its first
+    /// bytes); one that has not is closed, so silent connections cannot hold file descriptors.
+    #[arg(long, env = "ORDER_SERVICE_HANDSHAKE_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Open client connections at once; further ones are closed as soon as they are accepted
+    /// (keep it below the process's file limit, `ulimit -n`).
+    #[arg(long, env = "ORDER_SERVICE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 /// Where the data lives.
@@ -142,6 +151,10 @@ pub struct Settings {
     pub store: StoreOptions,
     /// See [`ServeArgs::keepalive_interval`].
     pub keepalive_interval: Duration,
+    /// See [`ServeArgs::handshake_timeout`].
+    pub handshake_timeout: Duration,
+    /// See [`ServeArgs::max_connections`].
+    pub max_connections: usize,
 }
 
 /// A setting that cannot be used.
@@ -211,6 +224,12 @@ impl ServeArgs {
                 problem: "must be longer than zero".into(),
             });
         }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "ORDER_SERVICE_HANDSHAKE_TIMEOUT",
+                problem: "must be longer than zero".into(),
+            });
+        }
         Ok(Settings {
             addr: self.addr,
             database,
@@ -233,6 +252,8 @@ impl ServeArgs {
                 live_buffer: positive("ORDER_SERVICE_WATCH_BUFFER", self.watch_buffer)?,
             },
             keepalive_interval: self.keepalive_interval,
+            handshake_timeout: self.handshake_timeout,
+            max_connections: positive("ORDER_SERVICE_MAX_CONNECTIONS", self.max_connections)?,
         })
     }
 }
@@ -294,6 +315,14 @@ mod tests {
         assert!(
             Cli::try_parse_from(["order-service", "--dev", "--tokens-file", "x.toml"]).is_err()
         );
+    }
+
+    #[test]
+    fn a_zero_handshake_timeout_or_connection_cap_is_refused() {
+        let error = args(&["--dev", "--handshake-timeout", "0s"]).unwrap_err();
+        assert!(error.to_string().contains("HANDSHAKE_TIMEOUT"), "{error}");
+        let error = args(&["--dev", "--max-connections", "0"]).unwrap_err();
+        assert!(error.to_string().contains("MAX_CONNECTIONS"), "{error}");
     }
 
     #[test]

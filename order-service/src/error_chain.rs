@@ -1,18 +1,5 @@
-//! Showing an error with its causes on one line (`outer: inner: innermost`), for logs.
+//! Showing an error with its causes on one line (`outer: inner: innermost`), for logs. One
+//! definition for both binaries, in the telemetry crate; re-exported here under the name the
+//! order-service code uses.
 
-use std::fmt;
-
-/// Displays an error and all its sources.
-pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
+pub use order_status_telemetry::DisplayChain;

@@ -1,18 +1,48 @@
 //! The HTTP/2 accept loop. tonic's own `Server` is not used because its built-in timeout answers
 //! expired deadlines with CANCELLED before our deadline layer can say DEADLINE_EXCEEDED; serving
-//! tonic's routes with hyper directly also puts TCP_NODELAY, keepalive and graceful draining in
-//! one visible place.
+//! tonic's routes with hyper directly also puts TCP_NODELAY, keepalive, the connection limits and
+//! graceful draining in one visible place.
+//!
+//! The loop itself only accepts, counts and spawns: everything done for one connection (socket
+//! options, the handshake under its deadline, serving) runs in that connection's own task, so a
+//! slow or silent client can never hold up the others.
 
+mod connection_cap;
+mod first_bytes;
+
+use crate::error_chain::DisplayChain;
 use crate::grpc::wire::Body;
+use connection_cap::ConnectionCap;
+use first_bytes::{FirstBytes, HTTP2_PREFACE_LEN};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use order_status_telemetry::AcceptErrors;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tower::Service;
+
+/// Streams one connection may have open at once (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Request bytes one stream may have in flight, unread, before the server reads them
+/// (the initial HTTP/2 stream window). Larger messages arrive in several windows.
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// Request bytes one connection may have in flight, unread, over all its streams (the
+/// connection window): what a client that sends without the server reading can make it hold.
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Largest request header block (`SETTINGS_MAX_HEADER_LIST_SIZE`); a request with more is
+/// refused by HTTP/2 itself.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Response bytes queued per stream for a client that does not read them.
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// HTTP/2 connection settings.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +50,11 @@ pub struct ConnectionSettings {
     /// Ping idle clients this often; a client that does not answer within the same time is
     /// dropped, so dead peers do not hold streams open forever.
     pub keepalive_interval: Duration,
+    /// How long a new connection may take to send its first bytes (the HTTP/2 preface; a TLS
+    /// handshake, when there is one, falls under the same deadline).
+    pub handshake_timeout: Duration,
+    /// Open connections at most; more are closed when accepted.
+    pub max_connections: usize,
 }
 
 /// Serves `service` on every connection of `listener` until `stop` resolves, then stops
@@ -42,36 +77,45 @@ pub async fn serve<S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(settings.keepalive_interval))
         .keep_alive_timeout(settings.keepalive_interval)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buf_size(SEND_BUFFER_BYTES);
+    let http2 = Arc::new(http2);
     let draining = GracefulShutdown::new();
+    let mut cap = ConnectionCap::new(settings.max_connections);
+    let mut accept_errors = AcceptErrors::new("gRPC");
     tokio::pin!(stop);
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Without it, small responses wait for Nagle's algorithm (40 ms stalls).
-                    if let Err(error) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
-                    }
-                    let connection = http2.serve_connection(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(service.clone()),
-                    );
-                    let connection = draining.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
-                        }
-                    });
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: retrying at once would spin (and log)
+                // until some connection ends; wait instead, longer each time.
+                let pause = accept_errors.failed(&error);
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = tokio::time::sleep(pause) => continue,
                 }
-                Err(error) => {
-                    // Out of file descriptors and the like: wait a moment rather than spin.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
+            }
+        };
+        accept_errors.accepted();
+        let Some(slot) = cap.admit() else {
+            drop(stream);
+            continue;
+        };
+        let connection = Connection {
+            stream,
+            peer,
+            handshake_deadline: Instant::now() + settings.handshake_timeout,
+            slot,
+        };
+        tokio::spawn(connection.serve(Arc::clone(&http2), service.clone(), draining.watcher()));
     }
     drop(listener);
     if tokio::time::timeout(grace, draining.shutdown())
@@ -82,5 +126,61 @@ pub async fn serve<S>(
             grace_ms = grace.as_millis() as u64,
             "calls still in flight when the grace period ended; closing their connections"
         );
+    }
+}
+
+/// One accepted connection, before anything was done with it.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// When the client must have sent its first bytes.
+    handshake_deadline: Instant,
+    /// Its place under the connection cap, given back when the connection ends.
+    slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves the connection to its end, in its own task.
+    async fn serve<S>(
+        self,
+        http2: Arc<hyper::server::conn::http2::Builder<TokioExecutor>>,
+        service: S,
+        draining: Watcher,
+    ) where
+        S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Connection {
+            stream,
+            peer,
+            handshake_deadline,
+            slot: _slot,
+        } = self;
+        // Without it, small responses wait for Nagle's algorithm (40 ms stalls).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %DisplayChain(&error), "could not set TCP_NODELAY");
+        }
+        // A TLS handshake goes here, bounded by the same deadline.
+        let stream = FirstBytes::new(stream, HTTP2_PREFACE_LEN);
+        let preface_arrived = stream.arrived();
+        let connection = draining
+            .watch(http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = &mut connection => ended,
+            () = tokio::time::sleep_until(handshake_deadline) => {
+                if !preface_arrived.load(Ordering::Acquire) {
+                    tracing::debug!(%peer, "closing a connection that sent no HTTP/2 preface in time");
+                    return;
+                }
+                connection.await
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%peer, error = %DisplayChain(&error), "connection ended with an error");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! listener, and running it until a shutdown signal, then draining.
 
 use crate::config::{Database, Settings};
+use crate::error_chain::DisplayChain;
+use crate::grpc::admission::OPEN_MAX_MESSAGE_BYTES;
 use crate::grpc::gate::GateLayer;
 use crate::grpc::orders::OrdersApi;
 use crate::grpc::watch::WatchOptions;
@@ -100,6 +102,7 @@ impl Application {
             observability,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health_service = health_service.max_decoding_message_size(OPEN_MAX_MESSAGE_BYTES);
         health::set(&reporter, ServingStatus::Serving).await;
         let shutdown = CancellationToken::new();
 
@@ -124,8 +127,16 @@ impl Application {
         };
         let routes = tonic::service::Routes::new(orders)
             .add_service(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
+            .add_service(
+                reflection()
+                    .build_v1()?
+                    .max_decoding_message_size(OPEN_MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                reflection()
+                    .build_v1alpha()?
+                    .max_decoding_message_size(OPEN_MAX_MESSAGE_BYTES),
+            )
             .prepare();
         let service = tower::ServiceBuilder::new()
             // Outermost, so its span (continuing the caller's trace) is the parent of all the
@@ -174,6 +185,8 @@ impl Application {
             service,
             ConnectionSettings {
                 keepalive_interval: settings.keepalive_interval,
+                handshake_timeout: settings.handshake_timeout,
+                max_connections: settings.max_connections,
             },
             stop,
             settings.shutdown_grace,
@@ -193,7 +206,7 @@ async fn prune_periodically(store: Arc<dyn OrderStore>, stop: CancellationToken)
             _ = ticks.tick() => {}
         }
         if let Err(error) = store.prune().await {
-            tracing::warn!(error = %describe(error), "pruning old records failed");
+            tracing::warn!(error = %DisplayChain(&error), "pruning old records failed");
         }
     }
 }

@@ -3,6 +3,8 @@
 //! The OpenTelemetry meter provider is the single source of truth; `opentelemetry-prometheus`
 //! is one of its readers and renders what it reads in the Prometheus text format.
 
+use crate::DisplayChain;
+
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
@@ -35,7 +37,7 @@ impl PrometheusExposition {
         let (status, body) = match self.render() {
             Ok(text) => (http::StatusCode::OK, text),
             Err(error) => {
-                tracing::error!(error = %error, cause = %error.0, "rendering /metrics failed");
+                tracing::error!(error = %DisplayChain(&error), "rendering /metrics failed");
                 (
                     http::StatusCode::INTERNAL_SERVER_ERROR,
                     "metrics could not be rendered\n".to_owned(),

@@ -9,8 +9,12 @@
 //! - [`Metrics`]: every instrument of the project; [`PrometheusExposition`] renders them
 //!   for `/metrics`, [`serve_metrics`] serves them when a process has no HTTP server.
 //! - [`propagation`]: `traceparent` in and out of `http::HeaderMap`s.
+//! - [`DisplayChain`]: an error with its whole cause chain, for log lines; [`AcceptErrors`]:
+//!   backoff and once-per-episode logging for accept loops.
 
+mod accept_errors;
 pub mod config;
+pub mod error_chain;
 mod export;
 mod exposition;
 pub mod grpc;
@@ -24,7 +28,9 @@ mod metrics_server;
 mod pipeline;
 pub mod propagation;
 
+pub use accept_errors::AcceptErrors;
 pub use config::{LogFormat, TelemetryConfig};
+pub use error_chain::DisplayChain;
 pub use exposition::{
     CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE, ExpositionError, PrometheusExposition,
 };

@@ -3,17 +3,24 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::exposition::PrometheusExposition;
+use crate::{AcceptErrors, DisplayChain};
 
 /// The path metrics are served on.
 pub const METRICS_PATH: &str = "/metrics";
+
+/// How long a connection may take to send a request's headers, and stay idle between requests:
+/// a scraper sends its request at once, and a connection that sends nothing must not hold a file
+/// descriptor for good.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `/metrics` on `listener` until `shutdown` completes. Connections already accepted
 /// finish on their own.
@@ -23,19 +30,23 @@ pub async fn serve_metrics(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut accept_errors = AcceptErrors::new("/metrics");
     loop {
         let stream = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
                 Err(error) => {
-                    // Per-connection errors (e.g. the peer reset before accept) must not
-                    // stop the server.
-                    tracing::warn!(error = %error, "accepting a /metrics connection failed");
-                    continue;
+                    // Must not stop the server, nor spin (and log) while out of descriptors.
+                    let pause = accept_errors.failed(&error);
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
+        accept_errors.accepted();
         let exposition = exposition.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
@@ -43,10 +54,12 @@ pub async fn serve_metrics(
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(error = %error, "a /metrics connection ended with an error");
+                tracing::debug!(error = %DisplayChain(&error), "a /metrics connection ended with an error");
             }
         });
     }

@@ -1,14 +1,15 @@
 //! The one tower layer in front of the handlers. For every call, in order: authenticate and
 //! check the scope (order service only), take an admission slot (or shed the call), set the
-//! deadlines; then run the handler under the work deadline, release the slot when it answers,
-//! give over-limit messages their proper code, and bound the response body by the caller's
-//! deadline. Each step lives in its own module; this one only puts them in order.
+//! deadlines; then run the handler under the work deadline, give over-limit and undecodable
+//! messages their proper code, bound the response body by the caller's deadline, and release the
+//! slot (an `orders.v1` call's when the handler answered, an open service's when its response
+//! ended). Each step lives in its own module; this one only puts them in order.
 
 use super::admission::Admission;
 use super::auth::{PROTECTED_PREFIX, TokenSet};
+use super::codec_refusal;
 use super::context::CallDeadline;
 use super::deadline::CallDeadlines;
-use super::message_limit;
 use super::wire::{Body, error_response};
 use futures::future::BoxFuture;
 use std::convert::Infallible;
@@ -102,13 +103,11 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let answered = tokio::time::timeout_at(deadlines.work, response).await;
-            // Held until the handler answered; a stream's body then lives on its own (watch
-            // streams have their own limit).
-            drop(slot);
-            Ok(match answered {
-                Ok(Ok(response)) => deadlines.bound_body(message_limit::translate(response)),
+            let response = match answered {
+                Ok(Ok(response)) => deadlines.bound_body(codec_refusal::translate(response)),
                 Err(_elapsed) => deadlines.expired(),
-            })
+            };
+            Ok(slot.release_with(response))
         })
     }
 }

@@ -2,6 +2,7 @@
 //! starts real servers on port 0 with their own temporary SQLite files.
 
 mod api;
+mod edge;
 mod lifecycle;
 mod metrics;
 mod support;

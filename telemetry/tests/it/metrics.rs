@@ -58,6 +58,32 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_metrics_connection_that_sends_nothing_is_closed() {
+    let telemetry = Telemetry::build(&config(None)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_metrics(
+        listener,
+        telemetry.exposition(),
+        std::future::pending(),
+    ));
+    let mut silent = TcpStream::connect(metrics_addr).await.unwrap();
+    // The server's header read timeout is 10 s; without one it waits forever.
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a connection that sent nothing is still open after 30 s"
+    );
+    // The server still answers others.
+    assert!(
+        http_get(metrics_addr, METRICS_PATH)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[tokio::test]
 async fn metrics_endpoint_serves_valid_text_whose_counters_follow_the_calls() {
     let telemetry = Telemetry::build(&config(None)).unwrap();
     let _default = tracing::subscriber::set_default(subscriber(&telemetry));
