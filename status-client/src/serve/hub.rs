@@ -138,7 +138,7 @@ enum Opening {
 #[derive(Debug)]
 struct ShareState {
     /// Every matching event with a greater sequence is in `recent` or still to be sent on
-    /// `live`; `None` until the upstream has told (its first event).
+    /// `live`; `None` until the upstream has told (its `orders-watch-from` or its first event).
     covered_after: Option<u64>,
     /// The most recent events, oldest first.
     recent: VecDeque<(u64, Arc<str>)>,
@@ -295,6 +295,12 @@ impl WatchHub {
                 return;
             }
         };
+        // For a watch from now, order-service's `orders-watch-from`: joining clients start
+        // there, and learn it as their first SSE id, before any event has come.
+        let resume_point = stream.resume_point();
+        if resume_point > 0 {
+            share.state().covered_after = Some(resume_point);
+        }
         share.opened.send_replace(Opening::Open);
         let mut retire_at: Option<tokio::time::Instant> = None;
         loop {
@@ -394,9 +400,10 @@ impl SharedWatch {
             return;
         };
         let mut state = self.state();
-        // The first event says where the stream is: every matching event from it on comes
-        // (a live stream delivers in sequence order; a one-order stream starts with the
-        // order's latest event).
+        // Where order-service did not say (an older server; a one-order watch, whose snapshot
+        // comes first), the first event does: every matching event from it on comes (a live
+        // stream delivers in sequence order; a one-order stream starts with the order's latest
+        // event).
         if state.covered_after.is_none() {
             state.covered_after = Some(sequence.saturating_sub(1));
         }

@@ -129,6 +129,14 @@ impl WatchPool {
     }
 }
 
+impl PooledStream {
+    /// See [`OrderEventStream::resume_point`]: every matching event after it is still to come
+    /// (0 while unknown).
+    pub(crate) fn resume_point(&self) -> u64 {
+        self.stream.resume_point()
+    }
+}
+
 impl Stream for PooledStream {
     type Item = Result<OrderEvent, ClientError>;
 

@@ -487,3 +487,47 @@ async fn every_gateway_error_has_the_json_body() {
         assert_json_error(&bad_path, 400, "INVALID_ARGUMENT");
     }
 }
+
+/// An event stream "from now" starts with an `id:` alone naming where order-service's watch
+/// starts (its `orders-watch-from`), so that a browser cut off before the first event
+/// reconnects with that `Last-Event-ID` and misses nothing committed in between.
+#[tokio::test]
+async fn a_stream_from_now_names_its_start_and_a_reconnect_from_it_misses_nothing() {
+    let (_server, serve) = gateway_with(&[]).await;
+    let addr = serve.addr();
+    let auth = bearer(WRITER_TOKEN);
+    let headers = [("authorization", auth.as_str())];
+    let first_order = order_id(&create(addr, "first-id-0").await);
+    let mut one_order =
+        SseStream::open(addr, &format!("/v1/orders/{first_order}/events"), &headers)
+            .await
+            .unwrap();
+    let created_sequence = one_order.next_event(EVENT_WAIT).await.unwrap().unwrap().id;
+
+    let mut from_now = SseStream::open(addr, "/v1/events", &headers).await.unwrap();
+    assert_eq!(from_now.status, 200);
+    let start = from_now.next_last_event_id(EVENT_WAIT).await.unwrap();
+    assert_eq!(
+        start, created_sequence,
+        "the first id is the last committed sequence"
+    );
+    drop(from_now);
+
+    let missed: Vec<String> = [
+        order_id(&create(addr, "first-id-1").await),
+        order_id(&create(addr, "first-id-2").await),
+    ]
+    .into();
+    let start = start.unwrap();
+    let mut reconnected = SseStream::open(
+        addr,
+        "/v1/events",
+        &[("authorization", &auth), ("last-event-id", &start)],
+    )
+    .await
+    .unwrap();
+    for id in missed {
+        let event = reconnected.next_event(EVENT_WAIT).await.unwrap().unwrap();
+        assert_eq!(event_order_id(&event), id);
+    }
+}
