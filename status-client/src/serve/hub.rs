@@ -662,6 +662,48 @@ mod tests {
         assert!(share.join(2).is_none());
     }
 
+    fn subscription(share: &Arc<SharedWatch>, after: u64) -> Subscription {
+        share.members.fetch_add(1, Ordering::AcqRel);
+        Subscription {
+            membership: Membership {
+                share: share.clone(),
+            },
+            after,
+            first_position: None,
+            phase: share.join(after).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_is_cut_off_without_holding_up_the_others() {
+        let share = Arc::new(SharedWatch::new(ShareKey::new(None, String::new())));
+        share.publish(&event(1), 8);
+        let mut slow = subscription(&share, 0);
+        let mut keeping_up = subscription(&share, 0);
+        for sequence in 2..=(ALL_ORDERS_FAN_OUT_BUFFER as u64 + 10) {
+            share.publish(&event(sequence), 8);
+            match keeping_up.next().await {
+                Some(Delivery::Event { sequence: got, .. }) => assert_eq!(got, sequence),
+                other => panic!("{other:?}"),
+            }
+        }
+        match slow.next().await {
+            Some(Delivery::Failed(error)) => {
+                assert!(error.to_json().contains("WATCHER_TOO_SLOW"), "{error:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(slow.next().await.is_none());
+        // A reconnect within the kept events resumes from them.
+        let mut resumed = subscription(&share, ALL_ORDERS_FAN_OUT_BUFFER as u64 + 5);
+        match resumed.next().await {
+            Some(Delivery::Event { sequence, .. }) => {
+                assert_eq!(sequence, ALL_ORDERS_FAN_OUT_BUFFER as u64 + 6)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn keys_differ_by_credential_and_never_print_it() {
         let a = ShareKey::new(

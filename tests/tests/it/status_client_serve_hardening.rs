@@ -531,3 +531,40 @@ async fn a_stream_from_now_names_its_start_and_a_reconnect_from_it_misses_nothin
         assert_eq!(event_order_id(&event), id);
     }
 }
+
+/// An event stream whose watch cannot open within the request's deadline is 504
+/// `DEADLINE_EXCEEDED` with a readable duration; once order-service answers again, streams open.
+#[tokio::test]
+async fn an_event_stream_that_cannot_open_in_time_is_504() {
+    let (server, serve) = gateway_with(&[]).await;
+    let addr = serve.addr();
+    let auth = bearer(WRITER_TOKEN);
+    create(addr, "deadline").await;
+    server.pause().await.unwrap();
+    let frozen = http_request(
+        addr,
+        "GET",
+        "/v1/events",
+        &[
+            ("authorization", &auth),
+            ("accept", "text/event-stream"),
+            ("grpc-timeout", "500m"),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let body = assert_json_error(&frozen, 504, "DEADLINE_EXCEEDED");
+    assert!(
+        body["message"].as_str().unwrap().contains("500ms"),
+        "{body}"
+    );
+    server.resume().unwrap();
+    let mut stream = SseStream::open(addr, "/v1/events", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(stream.status, 200);
+    let created = order_id(&create(addr, "deadline-after").await);
+    let event = stream.next_event(EVENT_WAIT).await.unwrap().unwrap();
+    assert_eq!(event_order_id(&event), created);
+}
