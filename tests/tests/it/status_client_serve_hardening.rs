@@ -394,6 +394,26 @@ async fn idle_and_half_sent_connections_are_closed() {
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
 }
 
+/// A request whose body stalls halfway is closed after the idle timeout (the head arrived, so
+/// the header-read timeout no longer applies).
+#[tokio::test]
+async fn a_stalled_upload_is_closed_after_the_idle_timeout() {
+    let (_server, serve) = gateway_with(&[("STATUS_CLIENT_IDLE_TIMEOUT", "1s")]).await;
+    let mut stalled = TcpStream::connect(serve.addr()).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /v1/orders HTTP/1.1\r\nHost: gateway\r\nAuthorization: {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"customerId\"",
+                bearer(WRITER_TOKEN)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    closed_by_peer(&mut stalled).await;
+}
+
 /// With at most 3 connections, a fourth is answered 503 with the JSON body; once one closes,
 /// new connections are served again.
 #[tokio::test]
