@@ -14,7 +14,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -128,8 +128,9 @@ fn hyper_read_buffer(max_header_bytes: usize) -> usize {
     (4 * max_header_bytes).max(128 * 1024)
 }
 
-/// Answers a connection over the cap with a 503 JSON error and closes it, unless too many
-/// refusals are being written already (then it is just closed).
+/// Answers a connection over the cap with a 503 JSON error once its request head has arrived
+/// and closes it, unless too many refusals are in progress already (then it is just closed).
+/// Either way within [`REFUSAL_LINGER`].
 fn refuse(mut stream: TcpStream, refusals: &Arc<Semaphore>) {
     let Ok(permit) = refusals.clone().try_acquire_owned() else {
         return;
@@ -147,12 +148,23 @@ fn refuse(mut stream: TcpStream, refusals: &Arc<Semaphore>) {
             body.len()
         );
         let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            // The request head first: a client that sees the answer before it has sent its
+            // request takes the closed connection for a failure of its own (hyper's client
+            // reports "operation was canceled").
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                let read = stream.read(&mut chunk).await?;
+                if read == 0 {
+                    return Ok(());
+                }
+                head.extend_from_slice(&chunk[..read]);
+            }
             stream.write_all(response.as_bytes()).await?;
             stream.shutdown().await?;
-            // Read what the client sent until it closes, so that closing with unread bytes
-            // does not reset the connection before the client has read the answer.
-            let mut sink = [0u8; 4096];
-            while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+            // Read what else the client sent until it closes, so that closing with unread
+            // bytes does not reset the connection before the client has read the answer.
+            while stream.read(&mut chunk).await? > 0 {}
             Ok::<_, std::io::Error>(())
         })
         .await;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::context::CallContext;
 use super::errors::ApiError;
-use super::hub::{Delivery, ShareKey, Subscription};
+use super::hub::{Delivery, Subscription};
 use super::routes::{AppState, optional_number, path_id};
 
 /// Query of the event routes: where to start when there is no `Last-Event-ID`.
@@ -66,12 +66,11 @@ async fn events(
             })?,
         None => optional_number(query.after_sequence.as_deref(), "afterSequence")?.unwrap_or(0),
     };
-    let key = ShareKey::new(call.authorization, order_id);
     // Subscribed before answering, so that a refused watch gets its HTTP status, not a 200
     // stream.
     let subscription = state
         .hub
-        .subscribe(key, after_sequence, call.timeout)
+        .subscribe(call.authorization, order_id, after_sequence, call.timeout)
         .await?;
     Ok(Sse::new(sse_events(subscription, state.stopping.clone()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

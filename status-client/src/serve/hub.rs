@@ -1,25 +1,30 @@
-//! Shared upstream watches: event-stream clients that ask for the same thing share one
-//! upstream `WatchOrders` stream, fanned out here.
+//! Shared upstream watches: every event-stream client of one caller is fed from one upstream
+//! all-orders `WatchOrders` stream, fanned out here (one-order clients through a per-order
+//! index, so an event wakes only the clients of its order).
 //!
-//! **Who may share.** A share is keyed by the caller's exact `Authorization` value and the
-//! order filter. The gateway acts with its caller's rights, so two callers with different
-//! credentials never share: each gets what order-service tells *its* token (its own error,
-//! its own events), even when they watch the same thing.
+//! **Who may share.** A share is keyed by the caller's exact `Authorization` value. The gateway
+//! acts with its caller's rights, so two callers with different credentials never share: each
+//! gets what order-service tells *its* token (its own error, its own events), even when they
+//! watch the same thing.
 //!
-//! **Why one share per (caller, filter)** rather than one all-events upstream per caller
-//! filtered locally per order: order-service stays the authority over what a filter yields
-//! (`NOT_FOUND` for an unknown order, the order's current state first, any future per-order
-//! permission), and the hub has one path for every filter. The cost is one upstream stream per
-//! distinct (caller, filter); those are spread over as many watch connections as they need
-//! ([`WatchPool`]), never over the connection of unary calls, so 10,000 distinct filters cost
-//! about 20 connections, not a starved `GET`.
+//! **Why one all-orders upstream per caller, filtered here per order, rather than one upstream
+//! per (caller, order).** 10,000 browsers on 10,000 different orders would otherwise hold 10,000
+//! upstream streams: order-service's whole default watcher budget (`ORDER_SERVICE_MAX_WATCHERS`,
+//! 10,000), on about 20 connections. Filtered here, they hold one. order-service stays the
+//! authority over each order: a one-order client first reads the order's current state with a
+//! short one-order watch of its own, which also answers `NOT_FOUND` or `PERMISSION_DENIED` for
+//! that caller, and is closed once read. Joining the share *before* reading that state closes
+//! the seam: the state is the order's latest event as of a moment after the share was already
+//! open, so every later event of the order has a greater sequence and reaches the share.
 //!
-//! **Resume.** Each share keeps its most recent events and the position from which it has
-//! every matching event (`covered_after`). A client resuming at or after that position gets
-//! the kept events after its `Last-Event-ID`, then live ones; one resuming from further back
-//! first reads its own catch-up stream from order-service and joins the share as soon as the
-//! share's kept events reach back to where it is. Sequences only grow, so a client skips
-//! anything at or below the last sequence it was sent: every event once, in order.
+//! **Resume.** A share keeps its most recent events and the position from which it has every
+//! event (`covered_after`). An all-orders client resuming at or after that position gets the
+//! kept events after its `Last-Event-ID`, then live ones; one resuming from further back reads
+//! its own catch-up stream from order-service and joins the share as soon as the share's kept
+//! events reach back to where it is. A one-order client resuming from before the order's
+//! current state reads the order's events up to that state with a catch-up stream of its own,
+//! which it closes once there. Sequences only grow, so a client skips anything at or below the
+//! last sequence it was sent: every event once, in order.
 //!
 //! **Slow clients.** The fan-out never waits for a client: one that falls more than the fan-out
 //! buffer behind is cut off with a `WATCHER_TOO_SLOW` error event and its browser resumes with
@@ -27,6 +32,8 @@
 //!
 //! A share's upstream stream closes when its last client has been gone for [`LINGER`], so
 //! clients that reconnect (a slow one cut off, a page reload) resume from its kept events.
+//! Upstream streams run on connections of their own ([`WatchPool`]), never on the connection
+//! of unary calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,10 +54,10 @@ use super::watch_pool::{PooledStream, WatchPool};
 /// How long a share's upstream stays open after its last client left.
 pub(crate) const LINGER: Duration = Duration::from_secs(5);
 
-/// How far a client of an all-orders share may fall behind before it is cut off.
+/// How far an all-orders client may fall behind before it is cut off.
 const ALL_ORDERS_FAN_OUT_BUFFER: usize = 1024;
-/// The same for a one-order share: an order has a handful of events, and thousands of such
-/// shares must stay small.
+/// The same for a one-order client: an order has a handful of events, and there may be a
+/// channel for each of thousands of orders.
 const ONE_ORDER_FAN_OUT_BUFFER: usize = 32;
 
 /// What a client of the hub receives.
@@ -87,23 +94,11 @@ pub(crate) struct WatchHub {
     stopping: CancellationToken,
 }
 
-/// Who asks for what: only clients with equal keys share an upstream stream.
+/// Who asks: only clients with equal keys share an upstream stream.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct ShareKey {
+struct ShareKey {
     /// The caller's `Authorization` value, byte for byte.
     authorization: Option<AsciiMetadataValue>,
-    /// The order watched; empty for all orders.
-    order_id: String,
-}
-
-impl ShareKey {
-    /// The key of a caller presenting `authorization` and watching `order_id` (empty: all).
-    pub(crate) fn new(authorization: Option<AsciiMetadataValue>, order_id: String) -> Self {
-        Self {
-            authorization,
-            order_id,
-        }
-    }
 }
 
 impl std::fmt::Debug for ShareKey {
@@ -111,7 +106,6 @@ impl std::fmt::Debug for ShareKey {
         // Never the credential itself.
         f.debug_struct("ShareKey")
             .field("authorization", &self.authorization.as_ref().map(|_| "…"))
-            .field("order_id", &self.order_id)
             .finish()
     }
 }
@@ -143,6 +137,8 @@ struct ShareState {
     /// The most recent events, oldest first.
     recent: VecDeque<(u64, Arc<str>)>,
     live: broadcast::Sender<Delivery>,
+    /// The events of each order some one-order client watches.
+    per_order: HashMap<String, broadcast::Sender<Delivery>>,
     /// Why the share ended, once it has.
     ended: Option<ApiError>,
 }
@@ -177,55 +173,39 @@ impl WatchHub {
         self.shares.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Subscribes to `key`'s events after `after_sequence` (0: from now; for one order, its
-    /// current state first), waiting at most `wait` for the upstream watch to open. Fails with
-    /// order-service's answer to this caller when the watch is refused.
+    /// Subscribes the holder of `authorization` to the events of `order_id` (empty: all
+    /// orders) after `after_sequence` (0: from now; for one order, its current state first),
+    /// waiting at most `wait` for the upstream watches to open. Fails with order-service's
+    /// answer to this caller when a watch is refused.
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
-        key: ShareKey,
+        authorization: Option<AsciiMetadataValue>,
+        order_id: String,
         after_sequence: u64,
         wait: Duration,
     ) -> Result<Subscription, ApiError> {
-        let membership = self.join_or_start(key);
+        let deadline = tokio::time::Instant::now() + wait;
+        let membership = self.join_or_start(ShareKey { authorization });
         let share = membership.share.clone();
         let mut opened = share.opened.subscribe();
-        let outcome = match tokio::time::timeout(
-            wait,
+        let outcome = match tokio::time::timeout_at(
+            deadline,
             opened.wait_for(|state| !matches!(state, Opening::Pending)),
         )
         .await
         {
-            Err(_elapsed) => Opening::Failed(ApiError::local(
-                Code::DeadlineExceeded,
-                format!(
-                    "the watch did not open within {}",
-                    humantime::format_duration(wait)
-                ),
-                reason::DEADLINE_EXCEEDED,
-            )),
+            Err(_elapsed) => Opening::Failed(not_open_in(wait)),
             Ok(Err(_closed)) => Opening::Failed(shutting_down()),
             Ok(Ok(state)) => state.clone(),
         };
         if let Opening::Failed(error) = outcome {
             return Err(error);
         }
-        let joined = share.join(after_sequence);
-        let phase = match joined {
-            Some(joined) => joined,
-            None => {
-                // The share's kept events do not reach back that far: read from order-service
-                // until they do.
-                let stream = self
-                    .pool
-                    .open(
-                        &share.key.order_id,
-                        after_sequence,
-                        share.key.authorization.as_ref(),
-                        wait,
-                    )
-                    .await?;
-                Phase::CatchUp(Box::new(stream))
-            }
+        let phase = if order_id.is_empty() {
+            self.all_orders(&share, after_sequence, wait).await?
+        } else {
+            self.one_order(&share, order_id, after_sequence, deadline, wait)
+                .await?
         };
         let first_position = match &phase {
             Phase::Live { first_position, .. } => *first_position,
@@ -236,6 +216,76 @@ impl WatchHub {
             after: after_sequence,
             first_position,
             phase,
+        })
+    }
+
+    /// Every order's events from the open `share`: from its kept events when they reach back
+    /// to `after_sequence`, else through a catch-up stream first.
+    async fn all_orders(
+        &self,
+        share: &SharedWatch,
+        after_sequence: u64,
+        wait: Duration,
+    ) -> Result<Phase, ApiError> {
+        if let Some(joined) = share.join(after_sequence) {
+            return Ok(joined);
+        }
+        // The share's kept events do not reach back that far: read from order-service until
+        // they do.
+        let stream = self
+            .pool
+            .open("", after_sequence, share.key.authorization.as_ref(), wait)
+            .await?;
+        Ok(Phase::CatchUp(Box::new(stream)))
+    }
+
+    /// One order's events from the open `share`, after its current state read with a short
+    /// one-order watch (see the module's documentation for why there is no gap).
+    async fn one_order(
+        &self,
+        share: &Arc<SharedWatch>,
+        order_id: String,
+        after_sequence: u64,
+        deadline: tokio::time::Instant,
+        wait: Duration,
+    ) -> Result<Phase, ApiError> {
+        // First in: every event the share receives from now on is kept for this client.
+        let live = share.watch_order(order_id.clone());
+        let authorization = share.key.authorization.as_ref();
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut current = self
+            .pool
+            .open(&order_id, 0, authorization, remaining)
+            .await?;
+        let current = match tokio::time::timeout_at(deadline, current.next()).await {
+            Err(_elapsed) => return Err(not_open_in(wait)),
+            Ok(Some(Ok(event))) => event,
+            Ok(Some(Err(error))) => return Err(error.into()),
+            Ok(None) => {
+                return Err(ApiError::local(
+                    Code::Unavailable,
+                    "the order's watch ended before its current state",
+                    reason::SHUTTING_DOWN,
+                ));
+            }
+        };
+        let mut backlog = VecDeque::new();
+        let mut catch_up = None;
+        if after_sequence == 0 {
+            backlog.push_back(Delivery::event(&current).map_err(cannot_encode)?);
+        } else if after_sequence < current.sequence {
+            // Events of the order between the client's position and its current state.
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let stream = self
+                .pool
+                .open(&order_id, after_sequence, authorization, remaining)
+                .await?;
+            catch_up = Some((Box::new(stream), current.sequence));
+        }
+        Ok(Phase::OneOrder {
+            backlog,
+            catch_up,
+            live,
         })
     }
 
@@ -279,12 +329,7 @@ impl WatchHub {
     async fn run_share(self: Arc<Self>, share: Arc<SharedWatch>) {
         let opened = self
             .pool
-            .open(
-                &share.key.order_id,
-                0,
-                share.key.authorization.as_ref(),
-                self.open_timeout,
-            )
+            .open("", 0, share.key.authorization.as_ref(), self.open_timeout)
             .await;
         let mut stream: PooledStream = match opened {
             Ok(stream) => stream,
@@ -352,6 +397,25 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+fn not_open_in(wait: Duration) -> ApiError {
+    ApiError::local(
+        Code::DeadlineExceeded,
+        format!(
+            "the watch did not open within {}",
+            humantime::format_duration(wait)
+        ),
+        reason::DEADLINE_EXCEEDED,
+    )
+}
+
+fn cannot_encode(error: serde_json::Error) -> ApiError {
+    ApiError::local(
+        Code::Internal,
+        format!("cannot encode an order event: {error}"),
+        reason::INTERNAL,
+    )
+}
+
 fn shutting_down() -> ApiError {
     ApiError::local(
         Code::Unavailable,
@@ -362,11 +426,6 @@ fn shutting_down() -> ApiError {
 
 impl SharedWatch {
     fn new(key: ShareKey) -> Self {
-        let fan_out = if key.order_id.is_empty() {
-            ALL_ORDERS_FAN_OUT_BUFFER
-        } else {
-            ONE_ORDER_FAN_OUT_BUFFER
-        };
         Self {
             key,
             members: AtomicUsize::new(0),
@@ -375,7 +434,8 @@ impl SharedWatch {
             state: Mutex::new(ShareState {
                 covered_after: None,
                 recent: VecDeque::new(),
-                live: broadcast::Sender::new(fan_out),
+                live: broadcast::Sender::new(ALL_ORDERS_FAN_OUT_BUFFER),
+                per_order: HashMap::new(),
                 ended: None,
             }),
         }
@@ -400,10 +460,8 @@ impl SharedWatch {
             return;
         };
         let mut state = self.state();
-        // Where order-service did not say (an older server; a one-order watch, whose snapshot
-        // comes first), the first event does: every matching event from it on comes (a live
-        // stream delivers in sequence order; a one-order stream starts with the order's latest
-        // event).
+        // Where order-service did not say (an older server), the first event does: a live
+        // stream delivers in sequence order, so every event from it on comes.
         if state.covered_after.is_none() {
             state.covered_after = Some(sequence.saturating_sub(1));
         }
@@ -413,18 +471,46 @@ impl SharedWatch {
                 state.covered_after = state.covered_after.max(Some(dropped));
             }
         }
-        // An error only means that no client is listening right now.
+        if let Some(order) = event.order.as_ref()
+            && let Some(order_channel) = state.per_order.get(&order.order_id)
+        {
+            // An error only means that no client is listening right now.
+            let _ = order_channel.send(delivery.clone());
+        }
         let _ = state.live.send(delivery);
+    }
+
+    /// A channel of `order_id`'s events from now on, for a one-order client.
+    fn watch_order(self: &Arc<Self>, order_id: String) -> OrderChannel {
+        let mut state = self.state();
+        let receiver = state
+            .per_order
+            .entry(order_id.clone())
+            .or_insert_with(|| broadcast::Sender::new(ONE_ORDER_FAN_OUT_BUFFER))
+            .subscribe();
+        if let Some(error) = &state.ended {
+            // Ended before this client came: it gets the reason right away.
+            let _ = state.per_order[&order_id].send(Delivery::Failed(error.clone()));
+        }
+        OrderChannel {
+            receiver: Some(receiver),
+            share: self.clone(),
+            order_id,
+        }
     }
 
     /// Ends the share: its clients get `error` after what they have not read yet.
     fn end(&self, error: ApiError) {
         let mut state = self.state();
         let _ = state.live.send(Delivery::Failed(error.clone()));
+        for order_channel in state.per_order.values() {
+            let _ = order_channel.send(Delivery::Failed(error.clone()));
+        }
         state.ended = Some(error);
     }
 
-    /// A live subscription after `after_sequence`, if the kept events reach back that far.
+    /// A live all-orders subscription after `after_sequence` (0: from now), if the kept events
+    /// reach back that far.
     fn join(&self, after_sequence: u64) -> Option<Phase> {
         let state = self.state();
         if let Some(error) = &state.ended {
@@ -445,24 +531,8 @@ impl SharedWatch {
                 })
         };
         let (backlog, first_position): (VecDeque<Delivery>, _) = if after_sequence == 0 {
-            if self.key.order_id.is_empty() {
-                // Live from now: nothing kept is replayed; the client learns where "now" is.
-                (VecDeque::new(), state.position())
-            } else {
-                // One order from now: its current state (the newest kept event) first.
-                (
-                    state
-                        .recent
-                        .back()
-                        .map(|(sequence, json)| Delivery::Event {
-                            sequence: *sequence,
-                            json: json.clone(),
-                        })
-                        .into_iter()
-                        .collect(),
-                    None,
-                )
-            }
+            // Live from now: nothing kept is replayed; the client learns where "now" is.
+            (VecDeque::new(), state.position())
         } else if state
             .covered_after
             .is_some_and(|covered| covered <= after_sequence)
@@ -511,7 +581,37 @@ enum Phase {
     },
     /// Reading its own upstream stream until the share's kept events reach back to it.
     CatchUp(Box<PooledStream>),
+    /// One order: the backlog (its current state), then a catch-up stream of its own up to the
+    /// given sequence (a resume from before the current state), then the share's events of
+    /// that order.
+    OneOrder {
+        backlog: VecDeque<Delivery>,
+        catch_up: Option<(Box<PooledStream>, u64)>,
+        live: OrderChannel,
+    },
     Done,
+}
+
+/// A one-order client's channel from a share; the share forgets the order when its last
+/// client has gone.
+struct OrderChannel {
+    receiver: Option<broadcast::Receiver<Delivery>>,
+    share: Arc<SharedWatch>,
+    order_id: String,
+}
+
+impl Drop for OrderChannel {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut state = self.share.state();
+        if state
+            .per_order
+            .get(&self.order_id)
+            .is_some_and(|channel| channel.receiver_count() == 0)
+        {
+            state.per_order.remove(&self.order_id);
+        }
+    }
 }
 
 impl Subscription {
@@ -530,17 +630,39 @@ impl Subscription {
                 Phase::Live { backlog, live, .. } => {
                     let delivery = match backlog.pop_front() {
                         Some(delivery) => delivery,
-                        None => match live.as_mut()?.recv().await {
-                            Ok(delivery) => delivery,
-                            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                                self.phase = Phase::Done;
-                                return Some(Delivery::Failed(too_slow(missed)));
-                            }
-                            Err(broadcast::error::RecvError::Closed) => {
-                                self.phase = Phase::Done;
-                                return None;
-                            }
-                        },
+                        None => receive(live.as_mut()?).await,
+                    };
+                    if let Some(delivery) = self.pass(delivery) {
+                        return Some(delivery);
+                    }
+                }
+                Phase::OneOrder {
+                    backlog,
+                    catch_up,
+                    live,
+                } => {
+                    let delivery = if let Some(delivery) = backlog.pop_front() {
+                        delivery
+                    } else if let Some((stream, until)) = catch_up {
+                        if self.after >= *until {
+                            // Caught up with the order's current state; the share has the rest.
+                            *catch_up = None;
+                            continue;
+                        }
+                        match stream.next().await {
+                            Some(Ok(event)) => match Delivery::event(&event) {
+                                Ok(delivery) => delivery,
+                                Err(error) => Delivery::Failed(cannot_encode(error)),
+                            },
+                            Some(Err(error)) => Delivery::Failed(error.into()),
+                            None => Delivery::Failed(ApiError::local(
+                                Code::Unavailable,
+                                "the catch-up watch ended",
+                                reason::SHUTTING_DOWN,
+                            )),
+                        }
+                    } else {
+                        receive(live.receiver.as_mut()?).await
                     };
                     if let Some(delivery) = self.pass(delivery) {
                         return Some(delivery);
@@ -593,6 +715,16 @@ impl Subscription {
     }
 }
 
+/// The next delivery of a share's channel; falling too far behind or the share going away is a
+/// final one.
+async fn receive(receiver: &mut broadcast::Receiver<Delivery>) -> Delivery {
+    match receiver.recv().await {
+        Ok(delivery) => delivery,
+        Err(broadcast::error::RecvError::Lagged(missed)) => Delivery::Failed(too_slow(missed)),
+        Err(broadcast::error::RecvError::Closed) => Delivery::Failed(shutting_down()),
+    }
+}
+
 fn too_slow(missed: u64) -> ApiError {
     ApiError::local(
         Code::ResourceExhausted,
@@ -629,7 +761,9 @@ mod tests {
 
     #[test]
     fn a_resume_joins_only_where_the_kept_events_reach() {
-        let share = SharedWatch::new(ShareKey::new(None, String::new()));
+        let share = SharedWatch::new(ShareKey {
+            authorization: None,
+        });
         // Nothing known yet: a resume must read its own stream.
         assert!(share.join(3).is_none());
         for sequence in [10, 11, 12, 13] {
@@ -651,15 +785,36 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn one_order_from_now_starts_with_its_current_state() {
-        let share = SharedWatch::new(ShareKey::new(None, "o-1".to_owned()));
-        share.publish(&event(4), 8);
-        share.publish(&event(9), 8);
-        assert_eq!(sequences(&share.join(0).unwrap()), [9]);
-        // The first (snapshot) event says everything from 4 on is here.
-        assert_eq!(sequences(&share.join(3).unwrap()), [4, 9]);
-        assert!(share.join(2).is_none());
+    fn order_event(sequence: u64, order_id: &str) -> OrderEvent {
+        OrderEvent {
+            sequence,
+            order: Some(orders_proto::v1::Order {
+                order_id: order_id.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_order_channels_get_only_their_orders_events_and_are_forgotten_after() {
+        let share = Arc::new(SharedWatch::new(ShareKey {
+            authorization: None,
+        }));
+        let mut a = share.watch_order("a".to_owned());
+        let b = share.watch_order("b".to_owned());
+        for (sequence, order) in [(1, "a"), (2, "b"), (3, "c"), (4, "a")] {
+            share.publish(&order_event(sequence, order), 8);
+        }
+        for expected in [1, 4] {
+            match receive(a.receiver.as_mut().unwrap()).await {
+                Delivery::Event { sequence, .. } => assert_eq!(sequence, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+        drop(b);
+        assert!(!share.state().per_order.contains_key("b"));
+        assert!(share.state().per_order.contains_key("a"));
     }
 
     fn subscription(share: &Arc<SharedWatch>, after: u64) -> Subscription {
@@ -676,7 +831,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_client_is_cut_off_without_holding_up_the_others() {
-        let share = Arc::new(SharedWatch::new(ShareKey::new(None, String::new())));
+        let share = Arc::new(SharedWatch::new(ShareKey {
+            authorization: None,
+        }));
         share.publish(&event(1), 8);
         let mut slow = subscription(&share, 0);
         let mut keeping_up = subscription(&share, 0);
@@ -706,16 +863,13 @@ mod tests {
 
     #[test]
     fn keys_differ_by_credential_and_never_print_it() {
-        let a = ShareKey::new(
-            Some(AsciiMetadataValue::from_static("Bearer a")),
-            "x".into(),
-        );
-        let b = ShareKey::new(
-            Some(AsciiMetadataValue::from_static("Bearer b")),
-            "x".into(),
-        );
-        assert_ne!(a, b);
-        assert_ne!(a, ShareKey::new(None, "x".into()));
+        let key = |value: Option<&'static str>| ShareKey {
+            authorization: value.map(AsciiMetadataValue::from_static),
+        };
+        let a = key(Some("Bearer a"));
+        assert_ne!(a, key(Some("Bearer b")));
+        assert_ne!(a, key(Some("bearer a")));
+        assert_ne!(a, key(None));
         assert!(!format!("{a:?}").contains("Bearer"));
     }
 }

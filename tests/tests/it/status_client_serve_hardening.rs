@@ -588,3 +588,48 @@ async fn an_event_stream_that_cannot_open_in_time_is_504() {
     let event = stream.next_event(EVENT_WAIT).await.unwrap().unwrap();
     assert_eq!(event_order_id(&event), created);
 }
+
+/// One caller's one-order event streams on many different orders are fed from its one
+/// all-orders upstream watch, not one upstream watch each: with order-service allowing only 20
+/// watchers, 60 streams on 60 orders all open and each gets its order's change.
+#[tokio::test]
+async fn one_callers_streams_on_many_orders_hold_one_upstream_watch() {
+    let server = OrderServiceProcess::start_with_env(&[("ORDER_SERVICE_MAX_WATCHERS", "20")])
+        .await
+        .unwrap();
+    let serve = ServeProcess::start(&server.url(), "5s").await.unwrap();
+    let addr = serve.addr();
+    let auth = bearer(WRITER_TOKEN);
+    let mut streams = Vec::new();
+    for i in 0..60 {
+        let id = order_id(&create(addr, &format!("watchers-{i}")).await);
+        // One at a time: each stream reads its order's current state with a short watch of
+        // its own, which must not count against the 20 while the next one opens.
+        let mut stream = SseStream::open(
+            addr,
+            &format!("/v1/orders/{id}/events"),
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(stream.status, 200, "stream {i} refused");
+        let current = stream.next_event(EVENT_WAIT).await.unwrap().unwrap();
+        assert_eq!(event_order_id(&current), id);
+        streams.push((id, stream));
+    }
+    for (id, stream) in &mut streams {
+        let paid = http_request(
+            addr,
+            "POST",
+            &format!("/v1/orders/{id}/status"),
+            &[("authorization", &auth)],
+            Some(r#"{"status":"ORDER_STATUS_PAID"}"#),
+        )
+        .await
+        .unwrap();
+        assert_eq!(paid.status, 200, "{}", paid.body);
+        let event = stream.next_event(EVENT_WAIT).await.unwrap().unwrap();
+        assert_eq!(&event_order_id(&event), id);
+        assert!(event.data.contains("ORDER_STATUS_PAID"), "{}", event.data);
+    }
+}
