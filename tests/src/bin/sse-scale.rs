@@ -27,8 +27,9 @@ struct Args {
     /// Counts of all-orders event-stream clients (one token: they share one upstream watch).
     #[arg(long, value_delimiter = ',', default_value = "0,1000,5000,10000")]
     all_orders: Vec<usize>,
-    /// One-order event-stream clients, each on a different order (one upstream watch each,
-    /// spread over several watch connections); 0 skips this part.
+    /// One-order event-stream clients, each on a different order (fed from the caller's one
+    /// all-orders upstream watch, after a short watch each for the order's current state); 0
+    /// skips this part.
     #[arg(long, default_value_t = 2000)]
     per_order: usize,
     /// Sequential GETs timed at each step.
