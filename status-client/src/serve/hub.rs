@@ -202,7 +202,8 @@ impl WatchHub {
             return Err(error);
         }
         let phase = if order_id.is_empty() {
-            self.all_orders(&share, after_sequence, wait).await?
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.all_orders(&share, after_sequence, remaining).await?
         } else {
             self.one_order(&share, order_id, after_sequence, deadline, wait)
                 .await?
@@ -220,7 +221,7 @@ impl WatchHub {
     }
 
     /// Every order's events from the open `share`: from its kept events when they reach back
-    /// to `after_sequence`, else through a catch-up stream first.
+    /// to `after_sequence`, else through a catch-up stream first (opened within `wait`).
     async fn all_orders(
         &self,
         share: &SharedWatch,
