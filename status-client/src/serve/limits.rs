@@ -16,8 +16,8 @@ use tonic::Code;
 
 use super::errors::ApiError;
 
-/// order-service's `SETTINGS_MAX_HEADER_LIST_SIZE`: hyper's default for HTTP/2 servers, 16 KiB,
-/// which order-service keeps (`order-service/src/server.rs` sets no other).
+/// order-service's `SETTINGS_MAX_HEADER_LIST_SIZE`, 16 KiB (hyper's default for HTTP/2 servers,
+/// which `order-service/src/server.rs` uses): keep the two equal.
 pub const UPSTREAM_MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
 
 /// What the gateway's own headers of a gRPC call take of that list: the pseudo-headers,
