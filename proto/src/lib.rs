@@ -25,3 +25,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The fully qualified name of the order service, as health checks and reflection name it.
 pub const ORDER_SERVICE_NAME: &str = "orders.v1.OrderService";
+
+/// The initial metadata of every `WatchOrders` response: the decimal sequence N such that the
+/// stream delivers every matching event with a greater sequence (after the snapshot event of a
+/// one-order watch started at 0). For a live watch it is the last sequence committed when the
+/// stream opened: a client cut off before its first event resumes with `after_sequence = N`.
+pub const WATCH_FROM_METADATA: &str = "orders-watch-from";

@@ -1,14 +1,21 @@
 //! A watch of order events that survives disconnects: when the stream breaks in a way that a
 //! new stream can repair (`UNAVAILABLE`, a server restart, a replica going away, a
 //! `WATCHER_TOO_SLOW` end), it re-opens with backoff, on another replica when there is one,
-//! asking for the events after the last sequence it delivered. Sequences are strictly
-//! increasing, so anything at or below that sequence is dropped: every event is seen once.
+//! asking for the events after its resume point. Sequences are strictly increasing, so
+//! anything at or below that point is dropped: every event is seen once.
+//!
+//! The resume point starts at the request's `after_sequence`; when a stream opens, the server's
+//! `orders-watch-from` raises it (for a live watch: the last sequence committed when the stream
+//! opened), so a watch cut off before its first event resumes from there and misses nothing
+//! committed during the cut; each delivered event then moves it to that event's sequence.
 //!
 //! Opening a stream is a logical call like a unary one (one client span, its attempts
 //! beneath); the span of a stream re-opened later hangs under the span that was current when
 //! the watch was created, so a long watch stays one trace.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +23,7 @@ use futures::Stream;
 use futures::stream::BoxStream;
 use order_status_telemetry::grpc::{AttemptNumber, finish_logical_call, logical_call_span};
 use orders_proto::v1::{OrderEvent, WatchOrdersRequest};
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Streaming};
 use tracing::Instrument;
 
@@ -27,6 +35,9 @@ use crate::retry::is_resumable_watch_error;
 /// repaired by re-opening; otherwise runs until dropped.
 pub struct OrderEventStream {
     inner: BoxStream<'static, Result<OrderEvent, ClientError>>,
+    /// The resume point, kept up to date by the stream's state (which the stream owns while an
+    /// event is being awaited, hence shared).
+    resume_point: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for OrderEventStream {
@@ -67,13 +78,30 @@ impl OrderEventStream {
     }
 
     fn from_state(state: Resuming) -> Self {
+        let resume_point = Arc::clone(&state.shared_resume_point);
         let inner = futures::stream::unfold(state, |mut state| async move {
             let item = state.next_event().await?;
             Some((item, state))
         });
         Self {
             inner: Box::pin(inner),
+            resume_point,
         }
+    }
+
+    /// The sequence after which this stream will still deliver every matching event: the
+    /// server's `orders-watch-from` (or the request's `after_sequence`) until the first event,
+    /// then the sequence of the last event delivered. A new watch with the same `order_id` and
+    /// this as its `after_sequence` continues exactly where this one stands: it is the resume
+    /// token to keep, or an SSE stream's first `id:`.
+    ///
+    /// 0 means no position is fixed yet: the stream has not opened (a
+    /// [`Client::watch_orders`] stream opens on its first poll), the server does not send
+    /// `orders-watch-from`, or this is a one-order watch started at 0 whose first event (the
+    /// order's current state) has not been delivered; re-opened, such a watch starts again from
+    /// the order's current state.
+    pub fn resume_point(&self) -> u64 {
+        self.resume_point.load(Ordering::Acquire)
     }
 }
 
@@ -87,8 +115,10 @@ impl Resuming {
             open_timeout: options.timeout_or(client.timeout()),
             client,
             options,
+            snapshot_pending: !request.order_id.is_empty() && request.after_sequence == 0,
             order_id: request.order_id,
-            last_sequence: request.after_sequence,
+            resume_point: request.after_sequence,
+            shared_resume_point: Arc::new(AtomicU64::new(request.after_sequence)),
             open: None,
             failures: 0,
             avoid: None,
@@ -159,8 +189,15 @@ struct Resuming {
     options: CallOptions,
     open_timeout: Duration,
     order_id: String,
-    /// The resume point: the sequence of the last event delivered (or the caller's start).
-    last_sequence: u64,
+    /// A one-order watch started at 0 that has not delivered its first event (the order's
+    /// current state): it re-opens at 0, for the then current state, and ignores
+    /// `orders-watch-from` (which names the sequence of a snapshot it never received).
+    snapshot_pending: bool,
+    /// Every matching event after this sequence is still to be delivered: the caller's start,
+    /// raised by the server's `orders-watch-from`, then the last event delivered.
+    resume_point: u64,
+    /// `resume_point` as [`OrderEventStream::resume_point`] reads it.
+    shared_resume_point: Arc<AtomicU64>,
     /// The current stream and the replica it is on.
     open: Option<(usize, Streaming<OrderEvent>)>,
     /// Consecutive failed or broken streams, for the backoff.
@@ -190,10 +227,11 @@ impl Resuming {
             match stream.message().await {
                 Ok(Some(event)) => {
                     self.failures = 0;
-                    if event.sequence <= self.last_sequence {
+                    if event.sequence <= self.resume_point {
                         continue;
                     }
-                    self.last_sequence = event.sequence;
+                    self.snapshot_pending = false;
+                    self.move_resume_point(event.sequence);
                     return Some(Ok(event));
                 }
                 Ok(None) => {
@@ -229,7 +267,7 @@ impl Resuming {
         let (pick, mut grpc) = self.client.pick(self.avoid);
         let mut request = Request::new(WatchOrdersRequest {
             order_id: self.order_id.clone(),
-            after_sequence: self.last_sequence,
+            after_sequence: self.resume_point,
         });
         if let Some(value) = self.options.authorization_value() {
             request
@@ -254,6 +292,12 @@ impl Resuming {
         match opened {
             Ok(response) => {
                 self.avoid = None;
+                if !self.snapshot_pending
+                    && let Some(from) = watch_from(response.metadata())
+                    && from > self.resume_point
+                {
+                    self.move_resume_point(from);
+                }
                 Ok((pick.index, response.into_inner()))
             }
             Err((index, error)) => {
@@ -288,10 +332,27 @@ impl Resuming {
             Some(Ok(wait)) => wait,
             _ => self.client.retry_policy().backoff(self.failures),
         };
-        tracing::info!(%error, after_sequence = self.last_sequence, ?wait, "watch interrupted; resuming");
+        tracing::info!(%error, after_sequence = self.resume_point, ?wait, "watch interrupted; resuming");
         self.client.count(|s| s.watch_resumptions += 1);
         self.client.metrics().record_retry(METHOD, error.code());
         tokio::time::sleep(wait).await;
         None
     }
+}
+
+impl Resuming {
+    fn move_resume_point(&mut self, sequence: u64) {
+        self.resume_point = sequence;
+        self.shared_resume_point.store(sequence, Ordering::Release);
+    }
+}
+
+/// The server's `orders-watch-from`, when it sent a valid one.
+fn watch_from(metadata: &MetadataMap) -> Option<u64> {
+    let value = metadata.get(orders_proto::WATCH_FROM_METADATA)?;
+    let parsed = value.to_str().ok().and_then(|text| text.parse().ok());
+    if parsed.is_none() {
+        tracing::debug!(?value, "ignoring a malformed orders-watch-from");
+    }
+    parsed
 }

@@ -251,9 +251,15 @@ fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
 }
 
 /// The path of a workspace binary next to the running test executable's directory
-/// (`target/<profile>/deps/test-…` → `target/<profile>/<name>`).
+/// (`target/<profile>/deps/test-…` → `target/<profile>/<name>`), or next to the running
+/// program itself (a binary of this crate, such as `sse-scale`, in `target/<profile>/`).
 pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
+    if let Some(sibling) = exe.parent().map(|dir| dir.join(name))
+        && sibling.exists()
+    {
+        return Ok(sibling);
+    }
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)

@@ -308,6 +308,9 @@ pub struct SseStream {
     pub status: u16,
     body: Incoming,
     buffer: String,
+    /// What a browser's `EventSource.lastEventId` would be: the last `id:` of any block
+    /// dispatched so far, with data or without.
+    last_event_id: Option<String>,
 }
 
 impl SseStream {
@@ -324,6 +327,7 @@ impl SseStream {
             status: response.status().as_u16(),
             body: response.into_body(),
             buffer: String::new(),
+            last_event_id: None,
         })
     }
 
@@ -337,11 +341,51 @@ impl SseStream {
 
     async fn next_event_inner(&mut self) -> anyhow::Result<Option<SseEvent>> {
         loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(event) = parse_event(&block) {
-                    return Ok(Some(event));
+            match self.next_block().await? {
+                None => return Ok(None),
+                Some(block) => {
+                    if let Some(event) = parse_event(&block) {
+                        return Ok(Some(event));
+                    }
                 }
+            }
+        }
+    }
+
+    /// Reads up to the next block that carries an `id:` (an event, or an `id:` alone) and
+    /// returns the last event ID after it, as a browser's EventSource keeps it; `None` when
+    /// the stream ended first. Fails if none arrives within `within`.
+    pub async fn next_last_event_id(&mut self, within: Duration) -> anyhow::Result<Option<String>> {
+        tokio::time::timeout(within, async {
+            loop {
+                let Some(block) = self.next_block().await? else {
+                    return Ok(None);
+                };
+                if block.lines().any(|line| line.starts_with("id:")) {
+                    return Ok(self.last_event_id.clone());
+                }
+            }
+        })
+        .await
+        .context("no server-sent id in time")?
+    }
+
+    /// The last event ID so far (see [`SseStream::next_last_event_id`]).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
+    }
+
+    /// The next complete block (up to a blank line), its `id:` noted as an EventSource does.
+    async fn next_block(&mut self) -> anyhow::Result<Option<String>> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                for line in block.lines() {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        self.last_event_id = Some(id.strip_prefix(' ').unwrap_or(id).to_owned());
+                    }
+                }
+                return Ok(Some(block));
             }
             match self.body.frame().await {
                 None => return Ok(None),

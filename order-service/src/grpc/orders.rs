@@ -109,7 +109,7 @@ impl pb::order_service_server::OrderService for OrdersApi {
             "" => None,
             id => Some(convert::order_id(id)?),
         };
-        let stream = open_watch(
+        let opened = open_watch(
             Arc::clone(&self.store),
             &self.watch,
             filter,
@@ -120,7 +120,12 @@ impl pb::order_service_server::OrderService for OrdersApi {
             WatchError::Store(error) => Status::from(error),
             WatchError::Refused(status) => status,
         })?;
-        Ok(Response::new(stream))
+        let mut response = Response::new(opened.events);
+        response.metadata_mut().insert(
+            orders_proto::WATCH_FROM_METADATA,
+            tonic::metadata::MetadataValue::from(opened.watch_from),
+        );
+        Ok(response)
     }
 }
 

@@ -2,6 +2,11 @@
 //! and no duplicate at the seam. The live feed is subscribed to before anything stored is read,
 //! and every event at or below the last sequence sent is skipped, so an event committed while
 //! the stored ones are being read arrives exactly once.
+//!
+//! Every stream says where it starts ([`OpenedWatch::watch_from`], sent as the initial metadata
+//! `orders-watch-from`): for a live watch that is the last sequence committed after the feed
+//! was subscribed to, so a client cut off before its first event can resume from it and miss
+//! nothing.
 
 use super::error::status;
 use super::orders::WatchError;
@@ -36,12 +41,19 @@ pub struct WatchOptions {
     pub metrics: Metrics,
 }
 
+/// A watch that opened: its events, and the sequence N after which it delivers every matching
+/// event (after the snapshot event of a one-order watch started at 0).
+pub(crate) struct OpenedWatch {
+    pub(crate) events: EventStream,
+    pub(crate) watch_from: u64,
+}
+
 pub(crate) async fn open_watch(
     store: Arc<dyn OrderStore>,
     options: &WatchOptions,
     filter: Option<OrderId>,
     after_sequence: u64,
-) -> Result<EventStream, WatchError> {
+) -> Result<OpenedWatch, WatchError> {
     if options.shutdown.is_cancelled() {
         return Err(WatchError::Refused(shutting_down()));
     }
@@ -69,14 +81,23 @@ pub(crate) async fn open_watch(
         metrics: options.metrics.clone(),
         ended: false,
     };
-    match WatchStart::new(after_sequence, watch.filter.as_ref()) {
-        WatchStart::Live => {}
+    let watch_from = match WatchStart::new(after_sequence, watch.filter.as_ref()) {
+        WatchStart::Live => {
+            // Read after subscribing: an event committed after this read is published after it,
+            // so it reaches `live`; one at or below it had committed before, and belongs to
+            // what a client resuming from this point has already been told is past.
+            let committed = store.log_bounds().await?.latest;
+            watch.cursor = committed;
+            committed
+        }
         WatchStart::LatestOf(order) => {
             let latest = store
                 .latest_event(&order)
                 .await?
                 .ok_or(Error::NotFound(order))?;
+            let snapshot = latest.sequence;
             watch.pending.push_back(latest);
+            snapshot
         }
         WatchStart::After(after) => {
             let bounds = store.log_bounds().await?;
@@ -96,15 +117,16 @@ pub(crate) async fn open_watch(
             }
             watch.cursor = after;
             watch.replaying = true;
+            after
         }
-    }
-    Ok(Box::pin(futures::stream::unfold(
-        watch,
-        |mut watch| async {
+    };
+    Ok(OpenedWatch {
+        events: Box::pin(futures::stream::unfold(watch, |mut watch| async {
             let item = watch.next().await?;
             Some((item, watch))
-        },
-    )))
+        })),
+        watch_from,
+    })
 }
 
 struct Watch {

@@ -27,6 +27,34 @@ async fn watch(
         .map(tonic::Response::into_inner)
 }
 
+/// Opens a watch and returns it with its `orders-watch-from`, which every watch must carry.
+async fn watch_from(
+    server: &TestServer,
+    order_id: &str,
+    after_sequence: u64,
+) -> (Streaming<pb::OrderEvent>, u64) {
+    let mut client = server.client().await;
+    let response = client
+        .watch_orders(authed(
+            pb::WatchOrdersRequest {
+                order_id: order_id.into(),
+                after_sequence,
+            },
+            READER,
+        ))
+        .await
+        .unwrap();
+    let from = response
+        .metadata()
+        .get("orders-watch-from")
+        .expect("every WatchOrders response carries orders-watch-from")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("orders-watch-from is a decimal sequence");
+    (response.into_inner(), from)
+}
+
 async fn next(stream: &mut Streaming<pb::OrderEvent>) -> pb::OrderEvent {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
@@ -275,4 +303,91 @@ async fn a_replay_never_skips_events_that_pruning_removed() {
     );
     drop(store);
     drop(dir);
+}
+
+#[tokio::test]
+async fn every_watch_says_where_it_starts_in_orders_watch_from() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let (_, empty) = watch_from(&server, "", 0).await;
+    assert_eq!(empty, 0, "a live watch of an empty log starts after 0");
+
+    let watched = create(&mut client, "from").await; // 1
+    create(&mut client, "from").await; // 2
+    set_status(&mut client, &watched.order_id, S::Paid)
+        .await
+        .unwrap(); // 3
+    create(&mut client, "from").await; // 4
+
+    // Live: the last sequence committed when it opened.
+    let (mut live, from) = watch_from(&server, "", 0).await;
+    assert_eq!(from, 4);
+    let fifth = create(&mut client, "from").await;
+    let event = next(&mut live).await;
+    assert_eq!(
+        (event.sequence, event.order.unwrap().order_id),
+        (5, fifth.order_id)
+    );
+
+    // One order from 0: its snapshot, then everything after the snapshot's sequence.
+    let (mut order, from) = watch_from(&server, &watched.order_id, 0).await;
+    assert_eq!(from, 3);
+    assert_eq!(next(&mut order).await.sequence, 3);
+
+    // Resumed: the resume point itself, with or without an order.
+    let (mut resumed, from) = watch_from(&server, "", 2).await;
+    assert_eq!(from, 2);
+    assert_eq!(next(&mut resumed).await.sequence, 3);
+    let (_, from) = watch_from(&server, &watched.order_id, 1).await;
+    assert_eq!(from, 1);
+}
+
+#[tokio::test]
+async fn a_live_watch_cut_before_its_first_event_resumes_from_watch_from_and_misses_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    create(&mut client, "before").await;
+    let (live, from) = watch_from(&server, "", 0).await;
+    // Cut before any event; three orders are made while nobody watches.
+    drop(live);
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(create(&mut client, "during-the-cut").await.order_id);
+    }
+    let (mut resumed, resumed_from) = watch_from(&server, "", from).await;
+    assert_eq!(resumed_from, from);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next(&mut resumed).await.order.unwrap().order_id);
+    }
+    assert_eq!(seen, made);
+}
+
+#[tokio::test]
+async fn watch_from_of_a_live_watch_opened_under_concurrent_writes_leaves_no_gap() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Two writers commit all the time; sequences are consecutive, so a live watch's first
+    // event must be exactly watch_from + 1: anything greater is an event lost at the seam.
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut client = pb::order_service_client::OrderServiceClient::new(channel.clone());
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    create(&mut client, &format!("seam-{w}")).await;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..30 {
+        let (mut live, from) = watch_from(&server, "", 0).await;
+        let first = next(&mut live).await.sequence;
+        assert_eq!(first, from + 1, "opened at {from}, first event {first}");
+    }
+    stop.cancel();
+    for writer in writers {
+        writer.await.unwrap();
+    }
 }

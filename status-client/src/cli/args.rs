@@ -104,7 +104,38 @@ pub enum Command {
             default_value = "127.0.0.1:8080"
         )]
         http_addr: SocketAddr,
+        /// Connection and stream limits of the HTTP service.
+        #[command(flatten)]
+        limits: ServeLimitArgs,
     },
+}
+
+/// What `serve` allows one HTTP connection and one caller, so that no caller can hold more
+/// than its share of the service.
+#[derive(Debug, Clone, Args)]
+pub struct ServeLimitArgs {
+    /// A connection must deliver a complete request head within this long of opening or of
+    /// its previous response, else it is closed (so it also ends idle keep-alive connections).
+    #[arg(long, env = "STATUS_CLIENT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = settings::parse_timeout)]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed (a stalled
+    /// upload, a reader that stopped reading). Event streams send a keep-alive every 15 s.
+    #[arg(long, env = "STATUS_CLIENT_IDLE_TIMEOUT", default_value = "60s", value_parser = settings::parse_timeout)]
+    pub idle_timeout: Duration,
+    /// Open HTTP connections at most; further ones are answered 503 and closed.
+    #[arg(long, env = "STATUS_CLIENT_MAX_CONNECTIONS", default_value_t = 15_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// The largest request head (all header names and values) accepted; larger is 431.
+    #[arg(long, env = "STATUS_CLIENT_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub max_header_bytes: u32,
+    /// Upstream watch streams per order-service connection (kept below order-service's
+    /// streams-per-connection limit); more open another connection.
+    #[arg(long, env = "STATUS_CLIENT_WATCH_STREAMS_PER_CONNECTION", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_streams_per_connection: u32,
+    /// Recent events each shared upstream watch keeps, so that a reconnecting event stream
+    /// resumes from them instead of opening its own upstream stream.
+    #[arg(long, env = "STATUS_CLIENT_SSE_REPLAY_EVENTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sse_replay_events: u32,
 }
 
 /// The subcommands that make calls and print their results.

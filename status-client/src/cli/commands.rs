@@ -24,8 +24,8 @@ use crate::settings::Settings;
 pub async fn run(cli: Cli, metrics: Option<PrometheusExposition>) -> ExitCode {
     let Cli { common, command } = cli;
     let command = match command {
-        Command::Serve { http_addr } => {
-            return crate::serve::run_from_cli(&common, http_addr, metrics).await;
+        Command::Serve { http_addr, limits } => {
+            return crate::serve::run_from_cli(&common, http_addr, &limits, metrics).await;
         }
         Command::Call(command) => command,
     };

@@ -6,6 +6,7 @@ mod commands;
 mod exit;
 mod output;
 
+pub use args::ServeLimitArgs;
 pub use args::{CallCommand, Cli, Command, CommonArgs, Endpoints, OutputFormat};
 pub use commands::run;
 pub(crate) use commands::settings_for;

@@ -17,6 +17,11 @@ use crate::client::CallOptions;
 pub(crate) struct CallContext {
     pub(crate) options: CallOptions,
     pub(crate) idempotency_key: Option<String>,
+    /// The caller's `Authorization`, also in `options`: event streams share upstream watches
+    /// only between callers presenting the very same value.
+    pub(crate) authorization: Option<AsciiMetadataValue>,
+    /// The request's deadline, also in `options`.
+    pub(crate) timeout: Duration,
 }
 
 impl FromRequestParts<AppState> for CallContext {
@@ -40,6 +45,7 @@ impl FromRequestParts<AppState> for CallContext {
             }
         };
         let mut options = CallOptions::new().timeout(timeout);
+        let mut authorization = None;
         if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
             let value = AsciiMetadataValue::try_from(value.as_bytes()).map_err(|_| {
                 ApiError::bad_request(
@@ -47,7 +53,8 @@ impl FromRequestParts<AppState> for CallContext {
                     "INVALID_AUTHORIZATION",
                 )
             })?;
-            options = options.authorization(value);
+            options = options.authorization(value.clone());
+            authorization = Some(value);
         }
         let idempotency_key = match parts.headers.get("idempotency-key") {
             None => None,
@@ -66,6 +73,8 @@ impl FromRequestParts<AppState> for CallContext {
         Ok(Self {
             options,
             idempotency_key,
+            authorization,
+            timeout,
         })
     }
 }

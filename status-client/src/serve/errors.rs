@@ -40,6 +40,20 @@ impl ApiError {
         }
     }
 
+    /// An error made here with an HTTP status of its own (e.g. 405, 413, 431), where the
+    /// usual status of `code` would say less.
+    pub(crate) fn with_status(
+        status: StatusCode,
+        code: Code,
+        message: impl Into<String>,
+        reason: &str,
+    ) -> Self {
+        Self {
+            status,
+            ..Self::local(code, message, reason)
+        }
+    }
+
     /// The body as it is also sent in an SSE `error` event.
     pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| format!("{{\"code\":\"{}\"}}", self.code))

@@ -4,17 +4,18 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use orders_proto::v1::WatchOrdersRequest;
 use serde::Deserialize;
 
 use super::context::CallContext;
 use super::errors::ApiError;
-use super::routes::{AppState, optional_number};
+use super::hub::{Delivery, Subscription};
+use super::routes::{AppState, optional_number, path_id};
 
 /// Query of the event routes: where to start when there is no `Last-Event-ID`.
 #[derive(Debug, Deserialize)]
@@ -27,11 +28,11 @@ pub(crate) struct EventsQuery {
 pub(crate) async fn order_events(
     State(state): State<AppState>,
     call: CallContext,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    events(state, call, id, &headers, query).await
+    events(state, call, path_id(id)?, &headers, query).await
 }
 
 /// `GET /v1/events`: every order's events.
@@ -65,43 +66,41 @@ async fn events(
             })?,
         None => optional_number(query.after_sequence.as_deref(), "afterSequence")?.unwrap_or(0),
     };
-    let request = WatchOrdersRequest {
-        order_id,
-        after_sequence,
-    };
-    // Opened before answering, so that a refused watch gets its HTTP status, not a 200 stream.
-    let events = state.client.open_watch(request, call.options).await?;
-    Ok(Sse::new(sse_events(events, state.stopping.clone()))
+    // Subscribed before answering, so that a refused watch gets its HTTP status, not a 200
+    // stream.
+    let subscription = state
+        .hub
+        .subscribe(call.authorization, order_id, after_sequence, call.timeout)
+        .await?;
+    Ok(Sse::new(sse_events(subscription, state.stopping.clone()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-/// Each order event as `id: SEQ`, `event: order`, `data: <OrderEvent JSON>`; a final failure
-/// as one `event: error` with the error body; the stream ends on shutdown.
+/// First, for a stream "from now", an event-less `id:` with the position it starts from (an
+/// EventSource takes the id of every dispatched block as its `lastEventId`, data or not, so a
+/// browser that reconnects before the first event resumes from there and misses nothing);
+/// then each order event as `id: SEQ`, `event: order`, `data: <OrderEvent JSON>`; a final
+/// failure as one `event: error` with the error body. The stream ends on shutdown.
 fn sse_events(
-    events: crate::watch::OrderEventStream,
+    subscription: Subscription,
     stopping: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    events.take_until(stopping.cancelled_owned()).map(|item| {
-        let event = match item {
-            Ok(event) => match serde_json::to_string(&event) {
-                Ok(json) => Event::default()
-                    .id(event.sequence.to_string())
-                    .event("order")
-                    .data(json),
-                Err(error) => Event::default().event("error").data(
-                    ApiError::local(
-                        tonic::Code::Internal,
-                        format!("cannot encode event: {error}"),
-                        "ENCODING_FAILED",
-                    )
-                    .to_json(),
-                ),
-            },
-            Err(error) => Event::default()
-                .event("error")
-                .data(ApiError::from(error).to_json()),
+    let first = subscription
+        .first_position()
+        .map(|position| Ok(Event::default().id(position.to_string())));
+    let deliveries = futures::stream::unfold(subscription, |mut subscription| async move {
+        let delivery = subscription.next().await?;
+        let event = match delivery {
+            Delivery::Event { sequence, json } => Event::default()
+                .id(sequence.to_string())
+                .event("order")
+                .data(&*json),
+            Delivery::Failed(error) => Event::default().event("error").data(error.to_json()),
         };
-        Ok(event)
-    })
+        Some((Ok(event), subscription))
+    });
+    futures::stream::iter(first)
+        .chain(deliveries)
+        .take_until(stopping.cancelled_owned())
 }

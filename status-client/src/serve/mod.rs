@@ -7,23 +7,31 @@
 //! served as Prometheus text at `/metrics`.
 
 mod access_log;
+mod connections;
 mod context;
 mod errors;
 mod events;
+mod hub;
+mod limits;
 mod routes;
+mod watch_pool;
 
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use order_status_telemetry::PrometheusExposition;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, ServeLimitArgs};
 use crate::client::Client;
+use crate::settings::Settings;
+
+pub use limits::UPSTREAM_MAX_HEADER_LIST_BYTES;
 
 /// The longest deadline `serve` gives a request, whatever `STATUS_CLIENT_TIMEOUT` says: an HTTP
 /// caller that waits longer than this has most likely given up already.
@@ -37,6 +45,68 @@ pub struct ServeSettings {
     pub request_timeout: Duration,
     /// What `GET /metrics` renders; `None` leaves the route out (no metrics pipeline).
     pub metrics: Option<PrometheusExposition>,
+    /// The settings of the clients that carry the upstream watch streams, apart from the
+    /// client of unary calls (normally the same settings as that client's).
+    pub watch_client: Settings,
+    /// What one connection and one request may do.
+    pub limits: ServeLimits,
+}
+
+impl ServeSettings {
+    /// The defaults, watches going through clients made from `watch_client`.
+    pub fn new(watch_client: Settings) -> Self {
+        Self {
+            request_timeout: watch_client.timeout.min(MAX_REQUEST_TIMEOUT),
+            metrics: None,
+            watch_client,
+            limits: ServeLimits::default(),
+        }
+    }
+}
+
+/// Connection and stream limits (the `serve` flags of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// A connection must deliver a complete request head within this long of opening or of
+    /// its previous response, else it is closed.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open HTTP connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// The largest request head accepted (names, values and 32 bytes per header, as HTTP/2
+    /// counts a header list); larger is 431.
+    pub max_header_bytes: usize,
+    /// Upstream watch streams per order-service connection; more open another connection.
+    pub watch_streams_per_connection: usize,
+    /// Recent events each shared upstream watch keeps for clients that resume.
+    pub sse_replay_events: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 15_000,
+            max_header_bytes: 16 * 1024,
+            watch_streams_per_connection: 500,
+            sse_replay_events: 1024,
+        }
+    }
+}
+
+impl From<&ServeLimitArgs> for ServeLimits {
+    fn from(args: &ServeLimitArgs) -> Self {
+        Self {
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+            max_header_bytes: args.max_header_bytes as usize,
+            watch_streams_per_connection: args.watch_streams_per_connection as usize,
+            sse_replay_events: args.sse_replay_events as usize,
+        }
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, ends the event
@@ -48,21 +118,40 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = CancellationToken::new();
+    let limits = settings.limits;
+    let pool = watch_pool::WatchPool::new(
+        settings.watch_client,
+        client.metrics().clone(),
+        limits.watch_streams_per_connection,
+    );
+    let hub = hub::WatchHub::new(
+        pool,
+        limits.sse_replay_events,
+        settings.request_timeout,
+        stopping.clone(),
+    );
     let app = routes::router(
         routes::AppState {
             client,
+            hub: Arc::new(hub),
+            max_header_bytes: limits.max_header_bytes,
             request_timeout: settings.request_timeout,
             stopping: stopping.clone(),
         },
         settings.metrics,
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new requests, ending event streams");
-            stopping.cancel();
-        })
-        .await
+    let connection_limits = connections::ConnectionLimits {
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        max_connections: limits.max_connections,
+        max_header_bytes: limits.max_header_bytes,
+    };
+    connections::serve(listener, app, connection_limits, async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new requests, ending event streams");
+        stopping.cancel();
+    })
+    .await
 }
 
 /// The `serve` subcommand: binds, announces the address on stdout, serves until SIGTERM or
@@ -70,9 +159,10 @@ pub async fn serve(
 pub(crate) async fn run_from_cli(
     common: &CommonArgs,
     http_addr: SocketAddr,
+    limits: &ServeLimitArgs,
     metrics: Option<PrometheusExposition>,
 ) -> ExitCode {
-    match run(common, http_addr, metrics).await {
+    match run(common, http_addr, limits.into(), metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -85,6 +175,7 @@ pub(crate) async fn run_from_cli(
 async fn run(
     common: &CommonArgs,
     http_addr: SocketAddr,
+    limits: ServeLimits,
     metrics: Option<PrometheusExposition>,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -95,8 +186,8 @@ async fn run(
             "STATUS_CLIENT_TOKEN/--token is ignored by serve: callers' Authorization is passed on"
         );
     }
-    let client =
-        Client::new(crate::cli::settings_for(common)?).context("invalid client settings")?;
+    let client_settings = crate::cli::settings_for(common)?;
+    let client = Client::new(client_settings.clone()).context("invalid client settings")?;
     // Signal handlers go in before the address is announced: a SIGTERM that follows the
     // announcement at once must already mean "drain", not the default "die".
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
@@ -120,6 +211,8 @@ async fn run(
     let settings = ServeSettings {
         request_timeout: common.timeout.min(MAX_REQUEST_TIMEOUT),
         metrics,
+        watch_client: client_settings,
+        limits,
     };
     serve(listener, client, settings, shutdown)
         .await

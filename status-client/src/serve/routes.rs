@@ -1,9 +1,11 @@
 //! The HTTP routes: orders as JSON, their events as Server-Sent Events, and the health probes.
 //! Handlers only translate: HTTP in, one client call, HTTP out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{MatchedPath, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,13 +22,21 @@ use super::access_log::log_request;
 use super::context::CallContext;
 use super::errors::ApiError;
 use super::events::{all_events, order_events};
+use super::hub::WatchHub;
+use super::limits::{code_of, json_errors, limit_headers};
 use crate::client::Client;
 use crate::order_status::parse_order_status;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
+    /// Unary calls only: its connections never carry a watch stream, so that open event
+    /// streams can never make a `GET` wait for a free HTTP/2 stream.
     pub(crate) client: Client,
+    /// The upstream watches, shared between event-stream clients, on their own connections.
+    pub(crate) hub: Arc<WatchHub>,
+    /// The largest request head accepted (see `limits`).
+    pub(crate) max_header_bytes: usize,
     pub(crate) request_timeout: Duration,
     /// Cancelled on shutdown, so that event streams end and the server can drain.
     pub(crate) stopping: CancellationToken,
@@ -50,6 +60,14 @@ pub(crate) fn router(state: AppState, metrics: Option<PrometheusExposition>) -> 
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(json_errors))
+        // Before any handler runs, so that nothing is forwarded that order-service would refuse
+        // for its headers; inside the access log, which records the refusal.
+        .layer(axum::middleware::from_fn_with_state(
+            state.max_header_bytes,
+            limit_headers,
+        ))
         // Outside the access log, so that its lines carry the request span's trace id.
         .layer(axum::middleware::from_fn(log_request))
         .layer(traced)
@@ -66,8 +84,9 @@ pub(crate) fn router(state: AppState, metrics: Option<PrometheusExposition>) -> 
 async fn get_order(
     State(state): State<AppState>,
     call: CallContext,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
     let order = state.client.get_order(&id, call.options).await?;
     Ok(Json(order).into_response())
 }
@@ -107,9 +126,9 @@ async fn list_orders(
 async fn create_order(
     State(state): State<AppState>,
     call: CallContext,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut request: CreateOrderRequest = parse_body(&body)?;
+    let mut request: CreateOrderRequest = parse_body(body)?;
     request.request_id = idempotency_key(call.idempotency_key, request.request_id)?;
     let order = state.client.create_order(request, call.options).await?;
     let location = format!("/v1/orders/{}", order.order_id);
@@ -124,10 +143,11 @@ async fn create_order(
 async fn update_status(
     State(state): State<AppState>,
     call: CallContext,
-    Path(id): Path<String>,
-    body: Bytes,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut request: UpdateOrderStatusRequest = parse_body(&body)?;
+    let id = path_id(id)?;
+    let mut request: UpdateOrderStatusRequest = parse_body(body)?;
     if !request.order_id.is_empty() && request.order_id != id {
         return Err(ApiError::bad_request(
             "orderId in the body differs from the order in the path",
@@ -164,6 +184,28 @@ async fn no_route() -> ApiError {
     ApiError::local(Code::NotFound, "no such route", "NO_ROUTE")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Code::Unimplemented,
+        "this route does not take that method",
+        "METHOD_NOT_ALLOWED",
+    )
+}
+
+/// The `{id}` of the path, or why it is not one (e.g. not UTF-8 once percent-decoded).
+pub(crate) fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    id.map(|Path(id)| id).map_err(|rejection| {
+        let status = rejection.status();
+        ApiError::with_status(
+            status,
+            code_of(status),
+            rejection.body_text(),
+            "INVALID_PATH",
+        )
+    })
+}
+
 /// A number from the query string; absent and empty (`?pageSize=`) both mean "not given".
 pub(crate) fn optional_number<T: std::str::FromStr>(
     value: Option<&str>,
@@ -181,8 +223,17 @@ pub(crate) fn optional_number<T: std::str::FromStr>(
 }
 
 /// A body in the proto3 JSON mapping (pbjson: camelCase or the proto names, enums by name).
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            orders_proto::reason::MESSAGE_TOO_LARGE
+        } else {
+            "INVALID_BODY"
+        };
+        ApiError::with_status(status, code_of(status), rejection.body_text(), reason)
+    })?;
+    serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"), "INVALID_JSON"))
 }
 

@@ -238,3 +238,88 @@ async fn a_watch_resumes_after_the_last_delivered_sequence_and_drops_repeats() {
     assert_eq!(script.0.lock().unwrap().watch_calls, [0, 2, 3]);
     assert_eq!(client.stats().borrow().watch_resumptions, 2);
 }
+
+#[tokio::test]
+async fn a_live_watch_cut_before_its_first_event_resumes_from_the_servers_watch_from() {
+    let script = Scripted::default();
+    {
+        let mut script = script.0.lock().unwrap();
+        // Opened live at 0: the server says it starts after 41, then goes away before any event.
+        script.watch_from = VecDeque::from([41, 41]);
+        script.watches = VecDeque::from([
+            (
+                Vec::new(),
+                Some(failure(Code::Unavailable, "SHUTTING_DOWN")),
+            ),
+            (vec![event(42), event(43)], None),
+        ]);
+    }
+    let client = client(start(script.clone()).await, 5);
+    let mut events = client
+        .open_watch(WatchOrdersRequest::default(), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(events.resume_point(), 41, "the server's orders-watch-from");
+    assert_eq!(events.next().await.unwrap().unwrap().sequence, 42);
+    assert_eq!(events.resume_point(), 42);
+    assert_eq!(events.next().await.unwrap().unwrap().sequence, 43);
+    assert_eq!(events.resume_point(), 43);
+    assert_eq!(
+        script.0.lock().unwrap().watch_calls,
+        [0, 41],
+        "the second stream asks for what came after 41, not for live-from-now"
+    );
+}
+
+#[tokio::test]
+async fn a_resume_point_is_never_lowered_and_an_order_watch_reopens_for_its_current_state() {
+    let script = Scripted::default();
+    {
+        let mut script = script.0.lock().unwrap();
+        // A resumed watch: a server naming an older point does not move it back.
+        script.watch_from = VecDeque::from([3]);
+        script.watches = VecDeque::from([(Vec::new(), None)]);
+    }
+    let client = client(start(script.clone()).await, 5);
+    let resumed = client
+        .open_watch(
+            WatchOrdersRequest {
+                order_id: String::new(),
+                after_sequence: 10,
+            },
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resumed.resume_point(), 10);
+    drop(resumed);
+
+    // A one-order watch from 0 cut before its first event (the order's current state) opens
+    // again at 0, for the state as it is then; its point is the snapshot's once delivered.
+    {
+        let mut script = script.0.lock().unwrap();
+        script.watch_calls.clear();
+        script.watch_from = VecDeque::from([7, 9]);
+        script.watches = VecDeque::from([
+            (
+                Vec::new(),
+                Some(failure(Code::Unavailable, "SHUTTING_DOWN")),
+            ),
+            (vec![event(9)], None),
+        ]);
+    }
+    let mut order = client
+        .open_watch(
+            WatchOrdersRequest {
+                order_id: "o".to_owned(),
+                after_sequence: 0,
+            },
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(order.resume_point(), 0, "no snapshot delivered yet");
+    assert_eq!(order.next().await.unwrap().unwrap().sequence, 9);
+    assert_eq!(order.resume_point(), 9);
+    assert_eq!(script.0.lock().unwrap().watch_calls, [0, 0]);
+}

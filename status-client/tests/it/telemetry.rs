@@ -180,6 +180,7 @@ async fn serve_continues_the_callers_trace_with_its_trace_state_and_baggage() {
         ServeSettings {
             request_timeout: Duration::from_secs(5),
             metrics: Some(telemetry.exposition()),
+            ..ServeSettings::new(Settings::from_endpoint_list("http://127.0.0.1:1").unwrap())
         },
         async {
             let _ = stopped.await;

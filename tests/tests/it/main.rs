@@ -4,6 +4,7 @@
 mod status_client_cli;
 mod status_client_resilience;
 mod status_client_serve;
+mod status_client_serve_hardening;
 mod telemetry_metrics;
 mod telemetry_support;
 mod telemetry_traces;

@@ -33,6 +33,8 @@ pub struct Script {
     pub create_metadata: Vec<tonic::metadata::MetadataMap>,
     /// after_sequence of every WatchOrders call.
     pub watch_calls: Vec<u64>,
+    /// `orders-watch-from` of successive WatchOrders responses (none sent once it runs out).
+    pub watch_from: VecDeque<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -86,13 +88,21 @@ impl OrderService for Scripted {
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
         let mut script = self.0.lock().unwrap();
         script.watch_calls.push(request.get_ref().after_sequence);
+        let watch_from = script.watch_from.pop_front();
         let (events, end) = script.watches.pop_front().unwrap_or_default();
         let events = futures::stream::iter(events.into_iter().map(Ok));
         let stream = match end {
             Some(status) => events.chain(futures::stream::iter([Err(status)])).boxed(),
             None => events.chain(futures::stream::pending()).boxed(),
         };
-        Ok(Response::new(stream))
+        let mut response = Response::new(stream);
+        if let Some(from) = watch_from {
+            response.metadata_mut().insert(
+                orders_proto::WATCH_FROM_METADATA,
+                from.to_string().parse().unwrap(),
+            );
+        }
+        Ok(response)
     }
 }
 
