@@ -3,6 +3,8 @@
 //! `Idempotency-Key`.
 
 
+use std::time::Duration;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use orders_proto::grpc_timeout;
