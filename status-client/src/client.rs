@@ -451,10 +451,14 @@ impl Client {
                 unreached_in_a_row += 1;
                 // Never past the deadline: the call ends there with DEADLINE_EXCEEDED (the
                 // last error says why), as a wait-for-ready call does.
-                let wait = policy.backoff(unreached_in_a_row).min(remaining);
-                self.inner.metrics.record_retry(method, error.code());
-                tracing::debug!(%error, attempt, ?wait, reached_server = false, "retrying");
-                tokio::time::sleep(wait).await;
+                let wait = policy.backoff(unreached_in_a_row);
+                // The attempt itself took time (up to the connect timeout).
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if wait < remaining {
+                    self.inner.metrics.record_retry(method, error.code());
+                    tracing::debug!(%error, attempt, ?wait, reached_server = false, "retrying");
+                }
+                tokio::time::sleep(wait.min(remaining)).await;
                 last_error = Some(error);
                 continue;
             }

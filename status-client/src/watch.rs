@@ -160,7 +160,11 @@ impl Resuming {
                 Err(OpenFailure::Failed(error)) => {
                     self.failures += 1;
                     let wait = self.client.retry_policy().backoff(self.failures);
-                    self.client.metrics().record_retry(METHOD, error.code());
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    // A wait that reaches the deadline ends the watch there, not in a retry.
+                    if wait < remaining {
+                        self.client.metrics().record_retry(METHOD, error.code());
+                    }
                     tokio::time::sleep(wait.min(remaining)).await;
                     last_error = Some(error);
                 }
