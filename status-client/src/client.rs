@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::auth::AuthInterceptor;
 use crate::channel::{Pick, ReplicaService, Replicas};
-use crate::error::ClientError;
+use crate::error::{ClientError, readable};
 use crate::idempotency::new_request_id;
 use crate::retry::{RetryPolicy, RetryThrottle, is_retryable};
 use crate::settings::{Settings, SettingsError};
@@ -289,7 +289,7 @@ impl Client {
                     .map_err(|_| {
                         ClientError::synthetic(
                             Code::DeadlineExceeded,
-                            "health check timed out",
+                            format!("no health check answer within {}", readable(timeout)),
                             None,
                         )
                     })?
@@ -366,6 +366,12 @@ impl Client {
     }
 
     /// The attempts of [`Client::unary`]; `attempt` counts them as they are made.
+    ///
+    /// Two kinds of failed attempt are retried differently. One that never reached a server
+    /// (no connection could be made) was not processed anywhere: it is tried again with capped
+    /// backoff until the deadline, like gRPC's wait-for-ready, and spends neither the attempt
+    /// limit nor the throttle's tokens, which ration retries of requests a server did receive.
+    /// Any other retryable failure goes through both.
     async fn attempts<Req, Resp>(
         &self,
         method: &'static str,
@@ -382,6 +388,10 @@ impl Client {
         let policy = &self.inner.retry;
         let mut avoid = None;
         let mut last_error: Option<ClientError> = None;
+        // Attempts that reached a server and failed, and attempts in a row that reached none:
+        // each drives its own backoff.
+        let mut reached_failures = 0;
+        let mut unreached_in_a_row = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -433,6 +443,26 @@ impl Client {
                     Some(&error),
                 ));
             }
+            // The next attempt goes elsewhere when there is an elsewhere; a replica that could
+            // not be reached is also passed over by other calls for a while.
+            if error.never_reached_a_server() {
+                avoid = Some(pick.index);
+                self.replica_failed(pick.index);
+                unreached_in_a_row += 1;
+                // Never past the deadline: the call ends there with DEADLINE_EXCEEDED (the
+                // last error says why), as a wait-for-ready call does.
+                let wait = policy.backoff(unreached_in_a_row);
+                // The attempt itself took time (up to the connect timeout).
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if wait < remaining {
+                    self.inner.metrics.record_retry(method, error.code());
+                    tracing::debug!(%error, attempt, ?wait, reached_server = false, "retrying");
+                }
+                tokio::time::sleep(wait.min(remaining)).await;
+                last_error = Some(error);
+                continue;
+            }
+            unreached_in_a_row = 0;
             if !is_retryable(&error) {
                 // The server answered; for the throttle that is not a failure (gRFC A6).
                 self.inner.throttle.record_success();
@@ -440,13 +470,12 @@ impl Client {
                 return Err(error);
             }
             self.inner.throttle.record_failure();
-            // The next attempt goes elsewhere when there is an elsewhere; a replica that could
-            // not be reached is also passed over by other calls for a while.
+            reached_failures += 1;
             avoid = Some(pick.index);
             if error.code() == Code::Unavailable {
                 self.replica_failed(pick.index);
             }
-            if attempt >= policy.max_attempts {
+            if reached_failures >= policy.max_attempts {
                 return Err(error);
             }
             if !self.inner.throttle.allows_retry() {
@@ -458,7 +487,7 @@ impl Client {
             let wait = match error.pushback() {
                 Some(Ok(wait)) => wait,
                 Some(Err(())) => return Err(error),
-                None => policy.backoff(attempt),
+                None => policy.backoff(reached_failures),
             };
             if Instant::now() + wait >= deadline {
                 // The next attempt could not start before the deadline: the last error is the
@@ -466,7 +495,7 @@ impl Client {
                 return Err(error);
             }
             self.inner.metrics.record_retry(method, error.code());
-            tracing::debug!(%error, attempt, ?wait, "retrying");
+            tracing::debug!(%error, attempt, ?wait, reached_server = true, "retrying");
             tokio::time::sleep(wait).await;
             last_error = Some(error);
         }

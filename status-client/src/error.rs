@@ -2,6 +2,8 @@
 //! `google.rpc.ErrorInfo` reason and `BadRequest` field violations when the server sent them.
 //! Transport failures and tonic's own timeouts are normalised to the codes the gRPC contract
 //! names (`UNAVAILABLE`, `DEADLINE_EXCEEDED`), so callers and the retry policy see one vocabulary.
+//! A failure to connect is told apart from a connection that broke: only the first proves the
+//! request never reached a server (see [`ClientError::never_reached_a_server`]).
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ pub struct ClientError {
     reason: Option<String>,
     field_violations: Vec<FieldViolation>,
     pushback: Option<Result<Duration, ()>>,
+    never_reached_a_server: bool,
 }
 
 /// One invalid field of a request, from the server's `google.rpc.BadRequest` detail.
@@ -54,6 +57,14 @@ impl ClientError {
         &self.field_violations
     }
 
+    /// Whether the attempt failed before its request left this client: no connection to a
+    /// server could be made (refused, no route, connect timeout). Such a request was not
+    /// processed anywhere and is safe to send again, whatever it does. A connection that
+    /// broke after the request was written, or a TLS handshake that failed, is not this.
+    pub fn never_reached_a_server(&self) -> bool {
+        self.never_reached_a_server
+    }
+
     /// What the server asked for in `grpc-retry-pushback-ms`.
     pub(crate) fn pushback(&self) -> Option<Result<Duration, ()>> {
         self.pushback
@@ -67,7 +78,7 @@ impl ClientError {
     ) -> Self {
         let mut message = format!(
             "deadline of {} exceeded after {attempts} attempt(s)",
-            humantime::format_duration(timeout)
+            readable(timeout)
         );
         if let Some(last) = last {
             message.push_str(&format!("; last error: {last}"));
@@ -83,8 +94,22 @@ impl ClientError {
             reason: reason.map(str::to_owned),
             field_violations: Vec::new(),
             pushback: None,
+            never_reached_a_server: false,
         }
     }
+}
+
+/// A duration as people write it: whole milliseconds (`1s`, `1s 500ms`), never the
+/// nanoseconds of a remaining budget (`999ms 999us 744ns`); sub-millisecond ones as they are.
+pub(crate) fn readable(duration: Duration) -> humantime::FormattedDuration {
+    let rounded = if duration >= Duration::from_millis(1) {
+        Duration::from_millis(
+            u64::try_from((duration.as_micros() + 500) / 1000).unwrap_or(u64::MAX),
+        )
+    } else {
+        duration
+    };
+    humantime::format_duration(rounded)
 }
 
 impl From<Status> for ClientError {
@@ -112,8 +137,42 @@ impl From<Status> for ClientError {
             reason,
             field_violations,
             pushback: crate::retry::pushback(status.metadata()),
+            never_reached_a_server: failed_to_connect(&status),
         }
     }
+}
+
+/// Whether `status` is tonic's report of a connection that could not be made at the TCP level.
+///
+/// tonic wraps whatever its connector returned in [`tonic::ConnectError`]; a request is only
+/// written once that connection exists, so the error proves the request went nowhere. Within
+/// it, only socket errors of connecting count (refused, unreachable, timed out, reset while
+/// connecting): a TLS handshake failure also happens before the request, but it is a verdict
+/// on this client's configuration that waiting will not change. A broken established
+/// connection surfaces as a `hyper`/`h2` error outside any `ConnectError`, so it never counts.
+fn failed_to_connect(status: &Status) -> bool {
+    use std::io::ErrorKind;
+    let mut cause = std::error::Error::source(status);
+    let mut connecting = false;
+    while let Some(error) = cause {
+        if error.is::<tonic::ConnectError>() {
+            connecting = true;
+        } else if connecting && let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::NetworkDown
+                    | ErrorKind::AddrNotAvailable
+            );
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The status's message followed by the causes of a locally made status (`tcp connect error:
@@ -186,6 +245,41 @@ mod tests {
         let status = Status::from_error(Box::new(tonic::TimeoutExpired(())));
         assert_eq!(status.code(), Code::Cancelled);
         assert_eq!(ClientError::from(status).code(), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn only_a_failed_tcp_connect_counts_as_never_reaching_a_server() {
+        use std::io::{Error, ErrorKind};
+        let connect = |kind: ErrorKind| {
+            let cause = tonic::ConnectError(Box::new(Error::new(kind, "connecting")));
+            ClientError::from(Status::from_error(Box::new(cause)))
+        };
+        for kind in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::TimedOut,
+            ErrorKind::HostUnreachable,
+        ] {
+            let error = connect(kind);
+            assert!(error.never_reached_a_server(), "{kind:?}");
+            assert_eq!(error.code(), Code::Unavailable);
+        }
+        // A TLS handshake that failed: before the request, but not a reason to wait.
+        assert!(!connect(ErrorKind::InvalidData).never_reached_a_server());
+        // A connection that broke after it was made.
+        let broken = Status::from_error(Box::new(Error::new(ErrorKind::ConnectionReset, "reset")));
+        assert!(!ClientError::from(broken).never_reached_a_server());
+        assert!(!ClientError::from(Status::unavailable("from a server")).never_reached_a_server());
+    }
+
+    #[test]
+    fn durations_in_messages_are_whole_milliseconds() {
+        let almost_a_second = Duration::from_nanos(999_999_744);
+        assert_eq!(readable(almost_a_second).to_string(), "1s");
+        assert_eq!(
+            readable(Duration::from_millis(1500)).to_string(),
+            "1s 500ms"
+        );
+        assert_eq!(readable(Duration::from_micros(250)).to_string(), "250us");
     }
 
     #[test]

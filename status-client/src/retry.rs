@@ -1,6 +1,11 @@
 //! When and how soon a failed attempt is tried again, in the spirit of gRFC A6: exponential
 //! backoff with full jitter, a short list of retryable codes (refined by the server's ErrorInfo
 //! reason), server pushback, and a token-bucket throttle shared by all calls of one client.
+//!
+//! The attempt limit and the throttle ration requests a server received. An attempt that never
+//! reached one (no connection could be made) is repeated with this backoff until the call's
+//! deadline instead, as gRPC's wait-for-ready does: nothing was processed, and a server that is
+//! restarting is back within seconds.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,7 +20,8 @@ use crate::settings::SettingsError;
 /// Backoff and attempt limits for one logical call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts in total, the first included (gRFC A6 caps this at 5).
+    /// Attempts that reach a server, the first included (gRFC A6 caps this at 5). Attempts
+    /// that reach none are not counted: they are repeated until the deadline.
     pub max_attempts: u32,
     /// Upper bound of the first backoff.
     pub initial_backoff: Duration,
@@ -37,7 +43,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// A policy that never retries.
+    /// A policy that never sends a request again once a server has received it (an attempt
+    /// that reached no server is still repeated until the deadline).
     pub fn no_retries() -> Self {
         Self {
             max_attempts: 1,

@@ -28,7 +28,7 @@ use tonic::{Code, Request, Streaming};
 use tracing::Instrument;
 
 use crate::client::{CallOptions, Client, SERVICE};
-use crate::error::ClientError;
+use crate::error::{ClientError, readable};
 use crate::retry::is_resumable_watch_error;
 
 /// The stream returned by [`Client::watch_orders`]. Ends after yielding an error that cannot be
@@ -127,41 +127,74 @@ impl Resuming {
     }
 
     /// Opens the first stream within the open timeout, retrying resumable failures with
-    /// backoff; `attempts` counts the attempts made.
+    /// backoff until then; `attempts` counts the attempts made. A watch not open by the
+    /// deadline fails with DEADLINE_EXCEEDED, whose message names the last failure.
     async fn open_first(&mut self, attempts: &mut u32) -> Result<(), ClientError> {
         let deadline = tokio::time::Instant::now() + self.open_timeout;
+        let mut last_error = None;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ClientError::deadline_exceeded(
+                    self.open_timeout,
+                    *attempts,
+                    last_error.as_ref(),
+                ));
+            }
             *attempts += 1;
-            match self.open_stream(remaining, *attempts).await {
+            match self.open_stream(deadline, *attempts).await {
                 Ok(opened) => {
                     self.open = Some(opened);
                     return Ok(());
                 }
-                Err(error) if !is_resumable_watch_error(&error) => return Err(error),
-                Err(error) => {
+                Err(OpenFailure::NoAnswer) => {
+                    return Err(ClientError::deadline_exceeded(
+                        self.open_timeout,
+                        *attempts,
+                        last_error.as_ref(),
+                    ));
+                }
+                Err(OpenFailure::Failed(error)) if !is_resumable_watch_error(&error) => {
+                    return Err(error);
+                }
+                Err(OpenFailure::Failed(error)) => {
                     self.failures += 1;
                     let wait = self.client.retry_policy().backoff(self.failures);
-                    if tokio::time::Instant::now() + wait >= deadline {
-                        return Err(error);
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    // A wait that reaches the deadline ends the watch there, not in a retry.
+                    if wait < remaining {
+                        self.client.metrics().record_retry(METHOD, error.code());
                     }
-                    self.client.metrics().record_retry(METHOD, error.code());
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(wait.min(remaining)).await;
+                    last_error = Some(error);
                 }
             }
         }
     }
 
     /// Opens a stream after the watch was interrupted: one logical call of one attempt,
-    /// under the span the watch was created in.
+    /// under the span the watch was created in. No answer within the open timeout is a
+    /// failure like any other here: the watch goes on trying.
     async fn reopen(&mut self) -> Result<(usize, Streaming<OrderEvent>), ClientError> {
         let span = self
             .parent_span
             .in_scope(|| logical_call_span(SERVICE, METHOD));
+        let deadline = tokio::time::Instant::now() + self.open_timeout;
         let opened = self
-            .open_stream(self.open_timeout, 1)
+            .open_stream(deadline, 1)
             .instrument(span.clone())
-            .await;
+            .await
+            .map_err(|failure| match failure {
+                OpenFailure::Failed(error) => error,
+                OpenFailure::NoAnswer => ClientError::synthetic(
+                    Code::Unavailable,
+                    format!(
+                        "no answer opening the watch within {}",
+                        readable(self.open_timeout)
+                    ),
+                    None,
+                ),
+            });
         finish_logical_call(
             &span,
             1,
@@ -172,6 +205,14 @@ impl Resuming {
         );
         opened
     }
+}
+
+/// Why an attempt to open a stream failed.
+enum OpenFailure {
+    /// No answer before the attempt's deadline.
+    NoAnswer,
+    /// The transport or the server said no.
+    Failed(ClientError),
 }
 
 impl Stream for OrderEventStream {
@@ -257,13 +298,13 @@ impl Resuming {
         }
     }
 
-    /// Attempt number `attempt` to open a stream, waiting at most `timeout` for the server's
-    /// answer.
+    /// Attempt number `attempt` to open a stream, waiting for the server's answer until
+    /// `deadline`.
     async fn open_stream(
         &mut self,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
         attempt: u32,
-    ) -> Result<(usize, Streaming<OrderEvent>), ClientError> {
+    ) -> Result<(usize, Streaming<OrderEvent>), OpenFailure> {
         let (pick, mut grpc) = self.client.pick(self.avoid);
         let mut request = Request::new(WatchOrdersRequest {
             order_id: self.order_id.clone(),
@@ -275,20 +316,10 @@ impl Resuming {
                 .insert("authorization", value.clone());
         }
         request.extensions_mut().insert(AttemptNumber(attempt));
-        let opened = tokio::time::timeout(timeout, grpc.watch_orders(request))
-            .await
-            .map_err(|_| {
-                ClientError::synthetic(
-                    Code::Unavailable,
-                    format!(
-                        "no answer opening the watch within {}",
-                        humantime::format_duration(timeout)
-                    ),
-                    None,
-                )
-            })
-            .and_then(|result| result.map_err(ClientError::from))
-            .map_err(|error| (pick.index, error));
+        let opened = match tokio::time::timeout_at(deadline, grpc.watch_orders(request)).await {
+            Err(_elapsed) => Err(OpenFailure::NoAnswer),
+            Ok(result) => result.map_err(|status| OpenFailure::Failed(status.into())),
+        };
         match opened {
             Ok(response) => {
                 self.avoid = None;
@@ -300,12 +331,16 @@ impl Resuming {
                 }
                 Ok((pick.index, response.into_inner()))
             }
-            Err((index, error)) => {
-                if error.code() == Code::Unavailable {
-                    self.client.replica_failed(index);
-                    self.avoid = Some(index);
+            Err(failure) => {
+                let unreachable = match &failure {
+                    OpenFailure::NoAnswer => true,
+                    OpenFailure::Failed(error) => error.code() == Code::Unavailable,
+                };
+                if unreachable {
+                    self.client.replica_failed(pick.index);
+                    self.avoid = Some(pick.index);
                 }
-                Err(error)
+                Err(failure)
             }
         }
     }

@@ -66,8 +66,10 @@ impl LossyProxy {
 
     /// Closes every open connection (the held bytes are lost) and forwards normally again.
     pub fn cut(&self) {
-        self.control.hold.store(false, Ordering::SeqCst);
+        // Cut first: a connection of the old generation must not forward a held byte in the
+        // moment between the two steps.
         self.control.generation.send_modify(|g| *g += 1);
+        self.control.hold.store(false, Ordering::SeqCst);
     }
 }
 
@@ -81,6 +83,7 @@ impl Drop for LossyProxy {
 async fn relay(client: TcpStream, server: TcpStream, control: Arc<Control>) {
     let mut cut = control.generation.subscribe();
     cut.mark_unchanged();
+    let born = *cut.borrow();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
@@ -100,7 +103,9 @@ async fn relay(client: TcpStream, server: TcpStream, control: Arc<Control>) {
             if n == 0 {
                 return client_write.shutdown().await;
             }
-            if !control.hold.load(Ordering::SeqCst) {
+            // Nothing once this connection has been cut (whatever `hold` says by then).
+            let current = *control.generation.borrow() == born;
+            if current && !control.hold.load(Ordering::SeqCst) {
                 client_write.write_all(&buf[..n]).await?;
             }
         }

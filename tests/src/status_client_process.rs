@@ -153,6 +153,51 @@ impl StatusClientCli {
         let stdout = child.stdout.take().context("no stdout")?;
         Ok((child, BufReader::new(stdout).lines()))
     }
+
+    /// Like [`StatusClientCli::spawn`], with its stderr (the log) as lines too, for a test
+    /// that waits for what it logs (e.g. a watch being open, an attempt being retried).
+    pub fn spawn_logging(&self, args: &[&str]) -> anyhow::Result<RunningCli> {
+        let mut child = self
+            .command(args)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting status-client")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        Ok(RunningCli {
+            child,
+            stdout: BufReader::new(stdout).lines(),
+            stderr: BufReader::new(stderr).lines(),
+        })
+    }
+}
+
+/// A `status-client` run in progress, with its output as lines.
+#[derive(Debug)]
+pub struct RunningCli {
+    /// The process (killed when dropped).
+    pub child: Child,
+    /// What it prints.
+    pub stdout: Lines<BufReader<ChildStdout>>,
+    /// What it logs.
+    pub stderr: Lines<BufReader<tokio::process::ChildStderr>>,
+}
+
+impl RunningCli {
+    /// Reads the log until a line containing `text` (which it returns); fails if the log ends
+    /// first (the process exited), with what was logged.
+    pub async fn logged(&mut self, text: &str) -> anyhow::Result<String> {
+        let mut seen = String::new();
+        while let Some(line) = self.stderr.next_line().await? {
+            if line.contains(text) {
+                return Ok(line);
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        bail!("status-client exited without logging {text:?}; it logged:\n{seen}")
+    }
 }
 
 /// A running `status-client serve`.

@@ -183,15 +183,27 @@ async fn run_call(
                 after_sequence: after,
             };
             // The first stream is opened within the deadline, so that an unreachable server or a
-            // refused watch is an error now; later disconnects are resumed.
+            // refused watch is an error now; later disconnects are resumed from the stream's
+            // resume point (the server's `orders-watch-from` until the first event), so events
+            // made while disconnected are not lost, even before the first one.
             let mut events = client.open_watch(request, CallOptions::new()).await?;
+            tracing::info!(
+                resume_point = events.resume_point(),
+                "watching: every event after the resume point follows"
+            );
             loop {
                 tokio::select! {
                     event = events.next() => match event {
                         Some(event) => printer.event(&event?)?,
                         None => break,
                     },
-                    _ = tokio::signal::ctrl_c() => break,
+                    _ = tokio::signal::ctrl_c() => {
+                        tracing::info!(
+                            resume_point = events.resume_point(),
+                            "stopped; --after with the resume point continues from here"
+                        );
+                        break;
+                    }
                 }
             }
         }

@@ -5,3 +5,4 @@ mod scripted_server;
 mod support;
 mod telemetry;
 mod tls;
+mod unreachable;

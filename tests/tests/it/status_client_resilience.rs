@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use order_status_tests::lossy_proxy::LossyProxy;
-use order_status_tests::order_service_process::{OrderServiceProcess, WRITER_TOKEN};
+use order_status_tests::order_service_process::{
+    OrderServiceProcess, WRITER_TOKEN, unused_local_addr,
+};
+use order_status_tests::status_client_process::StatusClientCli;
 use status_client::proto::{
     CreateOrderRequest, LineItem, ListOrdersRequest, OrderEvent, OrderStatus,
     UpdateOrderStatusRequest, WatchOrdersRequest,
@@ -270,16 +273,22 @@ async fn invalid_argument_is_not_retried() {
 }
 
 #[tokio::test]
-async fn the_retry_throttle_caps_attempts_against_a_dead_server() {
+async fn the_retry_throttle_caps_attempts_against_a_server_that_hangs_up() {
     let policy = RetryPolicy {
         max_attempts: 5,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(2),
         multiplier: 2.0,
     };
+    // Every connection is accepted, then closed: each attempt reached a server (as far as the
+    // client can tell) and failed, which is what the throttle rations. A server that cannot
+    // be reached at all spends no tokens (see the outage tests below).
+    let hangs_up = LossyProxy::start(unused_local_addr().unwrap())
+        .await
+        .unwrap();
     // gRFC A6 defaults: 10 tokens, each failure takes one, retries only above 5.
     let client = client(
-        &dead_url(),
+        &hangs_up.url(),
         Duration::from_secs(5),
         policy,
         ThrottleSettings::default(),
@@ -290,6 +299,7 @@ async fn the_retry_throttle_caps_attempts_against_a_dead_server() {
             .await
             .unwrap_err();
         assert_eq!(error.code(), Code::Unavailable, "{error}");
+        assert!(!error.never_reached_a_server(), "{error}");
     }
     let stats = *client.stats().borrow();
     // Without the throttle: 10 calls x 5 attempts = 50. With it: the first call spends five
@@ -431,4 +441,137 @@ async fn next(events: &mut OrderEventStream) -> OrderEvent {
 fn key(event: &OrderEvent) -> (String, i64) {
     let order = event.order.as_ref().unwrap();
     (order.order_id.clone(), order.version)
+}
+
+/// The CLI against `url` with the writer's token and `timeout`.
+fn cli(url: &str, timeout: &str) -> StatusClientCli {
+    StatusClientCli::new(url, Some(WRITER_TOKEN)).timeout(timeout)
+}
+
+#[tokio::test]
+async fn a_cli_watch_cut_before_its_first_event_gets_the_events_made_during_the_cut() {
+    let server = OrderServiceProcess::start().await.unwrap();
+    let proxy = LossyProxy::start(server.addr()).await.unwrap();
+    let direct = client_direct(&server.url());
+    direct
+        .create_order(new_order("before-the-watch"), CallOptions::new())
+        .await
+        .unwrap();
+    // A live watch (no --after) through the proxy; it is open once it says so.
+    let mut watch = cli(&proxy.url(), "5s")
+        .spawn_logging(&["watch", "--output", "json"])
+        .unwrap();
+    watch.logged("watching").await.unwrap();
+
+    // The connection goes silent, three orders are made, then it is cut: the watch has seen
+    // no event at all, and must ask for what came after the point it opened at.
+    proxy.hold_responses();
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let order = direct
+            .create_order(new_order("during-the-cut"), CallOptions::new())
+            .await
+            .unwrap();
+        made.push(order.order_id);
+    }
+    proxy.cut();
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(20), watch.stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("only {seen:?} of {made:?} arrived after the cut"))
+            .unwrap()
+            .expect("the watch goes on");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        seen.push(event["order"]["orderId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, made);
+}
+
+#[tokio::test]
+async fn a_cli_create_started_during_an_outage_longer_than_five_attempts_succeeds_once() {
+    // Longer than the old five attempts could ever wait in total (0.2 + 0.4 + 0.8 + 1.6 s).
+    const OUTAGE: Duration = Duration::from_secs(4);
+    let mut server = OrderServiceProcess::start().await.unwrap();
+    server.stop().await.unwrap();
+    let stopped = tokio::time::Instant::now();
+    let mut create = cli(&server.url(), "15s")
+        .env("RUST_LOG", "warn,status_client=debug")
+        .spawn_logging(&[
+            "create",
+            "--customer",
+            "outage",
+            "--currency",
+            "EUR",
+            "--item",
+            "BOOK:1:500",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+    // The default policy allows five attempts: the outage lasts until a sixth has been
+    // scheduled, and at least OUTAGE (the length of the outage is what this test is about,
+    // so it is waited out rather than awaited).
+    for _ in 0..5 {
+        create.logged("retrying").await.unwrap();
+    }
+    tokio::time::sleep_until(stopped + OUTAGE).await;
+    server.restart().await.unwrap();
+
+    let status = tokio::time::timeout(Duration::from_secs(20), create.child.wait())
+        .await
+        .expect("the create ends within its deadline")
+        .unwrap();
+    let printed = create.stdout.next_line().await.unwrap().unwrap_or_default();
+    assert!(status.success(), "{status}: {printed}");
+    let order: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let made = orders_of(&client_direct(&server.url()), "outage").await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(order["orderId"], made[0].order_id.as_str());
+}
+
+#[tokio::test]
+async fn with_no_server_ever_a_call_ends_at_its_deadline_with_deadline_exceeded() {
+    // DEADLINE_EXCEEDED, not UNAVAILABLE: no server was reached, so the call waited for one
+    // until its deadline as gRPC's wait-for-ready does, and the deadline is what ended it;
+    // the message carries the last connection error.
+    let deadline = Duration::from_secs(2);
+    let started = Instant::now();
+    let output = cli(&dead_url(), "2s").run(&["get", "any"]).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(output.status, Some(14), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains("DEADLINE_EXCEEDED: deadline of 2s exceeded"),
+        "{}",
+        output.stderr
+    );
+    assert!(output.stderr.contains("refused"), "{}", output.stderr);
+    assert!(
+        elapsed >= deadline,
+        "gave up before the deadline: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_that_cannot_open_in_time_is_deadline_exceeded_with_a_readable_duration() {
+    let server = OrderServiceProcess::start().await.unwrap();
+    server.pause().await.unwrap();
+    let output = cli(&server.url(), "1s").run(&["watch"]).await.unwrap();
+    server.resume().unwrap();
+    assert_eq!(output.status, Some(14), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains("DEADLINE_EXCEEDED: deadline of 1s exceeded"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("us ") && !output.stderr.contains("ns"),
+        "{}",
+        output.stderr
+    );
 }

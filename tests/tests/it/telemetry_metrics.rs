@@ -8,6 +8,7 @@ use crate::telemetry_support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use order_status_tests::lossy_proxy::LossyProxy;
 use order_status_tests::order_service_process::{
     OrderServiceProcess, WRITER_TOKEN, unused_local_addr,
 };
@@ -253,14 +254,15 @@ async fn both_services_serve_prometheus_text_whose_counters_follow_the_calls() {
 
 #[tokio::test]
 async fn retries_refused_by_the_throttle_are_counted() {
-    // Only a replica that refuses connections: every attempt fails, the retry budget runs
-    // out, and later calls get no retries.
-    let dead = unused_local_addr().unwrap();
-    let serve = ServeProcess::start_with(
-        StatusClientCli::new(format!("http://{dead}"), None).timeout("1s"),
-    )
-    .await
-    .unwrap();
+    // Only a replica that accepts connections and hangs up: every attempt reaches it and
+    // fails, the retry budget runs out, and later calls get no retries. (One that refuses
+    // connections spends no budget: those attempts are retried until the deadline.)
+    let hangs_up = LossyProxy::start(unused_local_addr().unwrap())
+        .await
+        .unwrap();
+    let serve = ServeProcess::start_with(StatusClientCli::new(hangs_up.url(), None).timeout("1s"))
+        .await
+        .unwrap();
     let before = scrape(serve.addr()).await;
     for _ in 0..4 {
         let response = call(&serve, "GET", "/v1/orders/any", None).await;

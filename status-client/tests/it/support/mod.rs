@@ -108,7 +108,12 @@ impl OrderService for Scripted {
 
 /// Serves `script` on a free port of 127.0.0.1.
 pub async fn start(script: Scripted) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on(script, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Serves `script` on `addr` (e.g. a port a client has been failing to reach).
+pub async fn start_on(script: Scripted, addr: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         Server::builder()
