@@ -2,7 +2,6 @@
 //! its deadline (the service's limit, shortened by an incoming `grpc-timeout` header) and its
 //! `Idempotency-Key`.
 
-
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
