@@ -147,6 +147,7 @@ impl Application {
             )
             .layer(GateLayer::new(
                 settings.tokens.clone(),
+                observability.metrics.clone(),
                 settings.max_concurrent_calls,
                 settings.max_deadline,
             ))

@@ -47,3 +47,6 @@ pub const TOO_MANY_WATCHERS: &str = "TOO_MANY_WATCHERS";
 pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
 /// `UNAVAILABLE`: the server is shutting down; resume on another replica or after the restart.
 pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+/// `RESOURCE_EXHAUSTED`: the caller's principal is over its rate limit; a `RetryInfo` says when
+/// a call would be allowed and a `QuotaFailure` names the principal and its limit.
+pub const RATE_LIMITED: &str = "RATE_LIMITED";

@@ -30,6 +30,7 @@ pub struct Metrics {
     store_duration: Histogram<f64>,
     pub(crate) http_server_duration: Histogram<f64>,
     pub(crate) spans_dropped: Counter<u64>,
+    rate_limited: Counter<u64>,
 }
 
 impl Metrics {
@@ -99,6 +100,10 @@ impl Metrics {
                 .u64_counter("telemetry.spans.dropped")
                 .with_description("Spans that could not be exported (collector down or too slow), by reason")
                 .build(),
+            rate_limited: meter
+                .u64_counter("orders.rate_limited_calls")
+                .with_description("Calls refused because their principal was over its rate limit, by principal")
+                .build(),
         }
     }
 
@@ -149,6 +154,14 @@ impl Metrics {
                 KeyValue::new("outcome", if ok { "ok" } else { "error" }),
             ],
         );
+    }
+
+    /// A call of `principal` was refused for its rate limit. Principals are the fixed set of
+    /// the tokens file, so the label's values are bounded (a method label would not be: a
+    /// caller may name any path).
+    pub fn record_rate_limited(&self, principal: &str) {
+        self.rate_limited
+            .add(1, &[KeyValue::new("principal", principal.to_owned())]);
     }
 }
 

@@ -6,6 +6,7 @@
 //! which only the request path tells. Health and reflection need no token.
 
 use super::error::status;
+use super::rate_limit::{PrincipalLimits, RateLimit, RateLimitEntry};
 use crate::domain::Principal;
 use orders_proto::reason;
 use serde::Deserialize;
@@ -80,6 +81,14 @@ pub enum TokensFileError {
         /// What is wrong.
         problem: String,
     },
+    /// The file-wide `[default_rate_limit]` is wrong.
+    #[error("tokens file {path}, [default_rate_limit]: {problem}")]
+    DefaultRateLimit {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// It names no token at all: nobody could call the service.
     #[error("tokens file {path} has no [[token]] entries")]
     Empty {
@@ -93,6 +102,9 @@ pub enum TokensFileError {
 struct TokensFile {
     #[serde(default)]
     token: Vec<TokenEntry>,
+    /// The rate limit of every principal whose entries set none; unlimited when absent.
+    #[serde(default)]
+    default_rate_limit: Option<RateLimitEntry>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +113,9 @@ struct TokenEntry {
     principal: String,
     scopes: Vec<Scope>,
     sha256: String,
+    /// This principal's rate limit, instead of the file's default.
+    #[serde(default)]
+    rate_limit: Option<RateLimitEntry>,
 }
 
 /// One known token: whose it is and what it may do.
@@ -115,6 +130,8 @@ struct Credential {
 #[derive(Debug, Clone)]
 pub struct TokenSet {
     credentials: Vec<Credential>,
+    /// The rate limit of each principal (see [`super::rate_limit`]).
+    rate_limits: PrincipalLimits,
 }
 
 impl TokenSet {
@@ -139,6 +156,16 @@ impl TokenSet {
                 path: path.to_owned(),
             });
         }
+        let default_rate_limit = file
+            .default_rate_limit
+            .as_ref()
+            .map(RateLimit::try_from)
+            .transpose()
+            .map_err(|problem| TokensFileError::DefaultRateLimit {
+                path: path.to_owned(),
+                problem,
+            })?;
+        let mut rate_limits = PrincipalLimits::default();
         let mut seen = HashMap::new();
         let mut credentials = Vec::with_capacity(file.token.len());
         for (index, entry) in file.token.into_iter().enumerate() {
@@ -161,13 +188,23 @@ impl TokenSet {
             if let Some(other) = seen.insert(hash, entry.principal.clone()) {
                 return Err(problem(format!("has the same sha256 as {other}")));
             }
+            rate_limits
+                .assign(
+                    &entry.principal,
+                    entry.rate_limit.as_ref(),
+                    default_rate_limit,
+                )
+                .map_err(problem)?;
             credentials.push(Credential {
                 principal: Principal::new(entry.principal.clone()),
                 scopes: entry.scopes,
                 hash,
             });
         }
-        Ok(TokenSet { credentials })
+        Ok(TokenSet {
+            credentials,
+            rate_limits,
+        })
     }
 
     /// A set of one freshly generated token with every scope, for development mode; the token
@@ -180,8 +217,14 @@ impl TokenSet {
                 scopes: vec![Scope::Read, Scope::Write],
                 hash: Sha256::digest(token.as_bytes()).into(),
             }],
+            rate_limits: PrincipalLimits::default(),
         };
         (set, token)
+    }
+
+    /// The rate limit of every principal of the file.
+    pub fn rate_limits(&self) -> &PrincipalLimits {
+        &self.rate_limits
     }
 
     /// The credential of `token`, comparing against every entry in constant time.
@@ -311,5 +354,88 @@ mod tests {
             TokenSet::parse("", "t.toml"),
             Err(TokensFileError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_entry_else_the_file_default_else_none() {
+        let text = format!(
+            "[default_rate_limit]\nper_second = 5\nburst = 10\n\n\
+             [[token]]\nprincipal = \"own\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n\
+             rate_limit = {{ per_second = 0.5, burst = 1 }}\n\
+             [[token]]\nprincipal = \"defaulted\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n",
+            sha("a"),
+            sha("b")
+        );
+        let tokens = TokenSet::parse(&text, "t.toml").unwrap();
+        let own = tokens.rate_limits().of("own").unwrap();
+        assert_eq!((own.per_second(), own.burst()), (0.5, 1));
+        let defaulted = tokens.rate_limits().of("defaulted").unwrap();
+        assert_eq!((defaulted.per_second(), defaulted.burst()), (5.0, 10));
+
+        let without_default = format!(
+            "[[token]]\nprincipal = \"free\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n",
+            sha("c")
+        );
+        let tokens = TokenSet::parse(&without_default, "t.toml").unwrap();
+        assert_eq!(tokens.rate_limits().of("free"), None);
+    }
+
+    #[test]
+    fn bad_rate_limits_are_refused_with_the_entry_named() {
+        let entry = |limit: &str| {
+            format!(
+                "[[token]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n\
+                 rate_limit = {limit}\n",
+                sha("x")
+            )
+        };
+        for (limit, expected) in [
+            (
+                "{ per_second = 0, burst = 10 }",
+                "per_second must be a positive number",
+            ),
+            (
+                "{ per_second = -1, burst = 10 }",
+                "per_second must be a positive number",
+            ),
+            (
+                "{ per_second = 10, burst = 0 }",
+                "burst must be a whole number",
+            ),
+        ] {
+            let error = TokenSet::parse(&entry(limit), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("token 1 (p)"), "{error}");
+            assert!(error.contains(expected), "{error}");
+        }
+        // Shape errors are TOML errors: they name the line.
+        for limit in [
+            "{ per_second = 10 }",
+            "{ per_second = 10, burst = 1, extra = 2 }",
+        ] {
+            assert!(matches!(
+                TokenSet::parse(&entry(limit), "t.toml"),
+                Err(TokensFileError::Parse { .. })
+            ));
+        }
+        let bad_default = format!(
+            "[default_rate_limit]\nper_second = 10\nburst = -3\n\n{}",
+            entry("{ per_second = 1, burst = 1 }")
+        );
+        let error = TokenSet::parse(&bad_default, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("[default_rate_limit]"), "{error}");
+
+        let two_limits_for_one_principal = format!(
+            "{}[[token]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n",
+            entry("{ per_second = 1, burst = 1 }"),
+            sha("y")
+        );
+        let error = TokenSet::parse(&two_limits_for_one_principal, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("token 2 (p)"), "{error}");
     }
 }

@@ -1,17 +1,20 @@
-//! The one tower layer in front of the handlers. For every call, in order: authenticate and
-//! check the scope (order service only), take an admission slot (or shed the call), set the
-//! deadlines; then run the handler under the work deadline, give over-limit and undecodable
-//! messages their proper code, bound the response body by the caller's deadline, and release the
-//! slot (an `orders.v1` call's when the handler answered, an open service's when its response
-//! ended). Each step lives in its own module; this one only puts them in order.
+//! The one tower layer in front of the handlers. For every call, in order: authenticate, check
+//! the scope and the principal's rate limit (order service only), take an admission slot (or
+//! shed the call), set the deadlines; then run the handler under the work deadline, give
+//! over-limit and undecodable messages their proper code, bound the response body by the
+//! caller's deadline, and release the slot (an `orders.v1` call's when the handler answered, an
+//! open service's when its response ended). Each step lives in its own module; this one only
+//! puts them in order.
 
 use super::admission::Admission;
 use super::auth::{PROTECTED_PREFIX, TokenSet};
 use super::codec_refusal;
 use super::context::CallDeadline;
 use super::deadline::CallDeadlines;
+use super::rate_limit::RateLimiter;
 use super::wire::{Body, error_response};
 use futures::future::BoxFuture;
+use order_status_telemetry::Metrics;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,16 +30,29 @@ pub struct GateLayer {
 #[derive(Debug)]
 struct Policy {
     tokens: TokenSet,
+    /// The rate limits of the tokens file's principals, checked right after authentication so
+    /// that a refused call costs no admission slot and no work.
+    rate_limiter: RateLimiter,
+    /// Counts the calls the rate limiter refused.
+    metrics: Metrics,
     admission: Admission,
     max_deadline: Duration,
 }
 
 impl GateLayer {
-    /// Accepts `tokens`, works on at most `max_calls` order-service calls at once, and gives a
-    /// handler at most `max_deadline`.
-    pub fn new(tokens: TokenSet, max_calls: usize, max_deadline: Duration) -> Self {
+    /// Accepts `tokens` within their principals' rate limits (refusals counted in `metrics`),
+    /// works on at most `max_calls` order-service calls at once, and gives a handler at most
+    /// `max_deadline`.
+    pub fn new(
+        tokens: TokenSet,
+        metrics: Metrics,
+        max_calls: usize,
+        max_deadline: Duration,
+    ) -> Self {
         GateLayer {
             policy: Arc::new(Policy {
+                rate_limiter: RateLimiter::new(tokens.rate_limits()),
+                metrics,
                 tokens,
                 admission: Admission::new(max_calls),
                 max_deadline,
@@ -87,6 +103,10 @@ where
                         request.extensions(),
                         principal.as_str(),
                     );
+                    if let Err(limited) = self.policy.rate_limiter.check(principal.as_str()) {
+                        self.policy.metrics.record_rate_limited(principal.as_str());
+                        return refuse(limited.status(principal.as_str()));
+                    }
                     request.extensions_mut().insert(principal);
                 }
                 Err(status) => return refuse(status),

@@ -1,7 +1,7 @@
 //! The gRPC transport: handlers for `orders.v1.OrderService` and the tower layers in front of
-//! every call: the gate (auth, admission, deadlines, the codes of requests that are too large or
-//! do not decode), and in front of it `order_status_telemetry::grpc::GrpcServerLayer` for the
-//! span, metrics and per-call log line.
+//! every call: the gate (auth, rate limits, admission, deadlines, the codes of requests that are
+//! too large or do not decode), and in front of it `order_status_telemetry::grpc::GrpcServerLayer`
+//! for the span, metrics and per-call log line.
 
 pub mod admission;
 pub mod auth;
@@ -12,5 +12,6 @@ pub mod deadline;
 pub mod error;
 pub mod gate;
 pub mod orders;
+pub mod rate_limit;
 pub mod watch;
 pub mod wire;

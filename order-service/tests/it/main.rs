@@ -5,5 +5,6 @@ mod api;
 mod edge;
 mod lifecycle;
 mod metrics;
+mod rate_limit;
 mod support;
 mod watch;

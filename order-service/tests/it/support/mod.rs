@@ -70,6 +70,20 @@ impl TestServer {
     /// Starts a server on the database and tokens in `dir`.
     pub async fn start_in(dir: TempDir, flags: &[&str]) -> TestServer {
         let tokens = write_tokens_file(dir.path());
+        TestServer::start_with_tokens_at(dir, &tokens, flags).await
+    }
+
+    /// Starts a server whose tokens file has the TOML text `tokens` (instead of the three test
+    /// tokens), with extra command-line flags.
+    pub async fn start_with_tokens(tokens: &str, flags: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, tokens).unwrap();
+        TestServer::start_with_tokens_at(dir, &path, flags).await
+    }
+
+    /// Starts a server on the database in `dir` and the tokens file at `tokens`.
+    async fn start_with_tokens_at(dir: TempDir, tokens: &Path, flags: &[&str]) -> TestServer {
         let database = format!("sqlite://{}", dir.path().join("orders.db").display());
         let mut argv = vec![
             "order-service".to_owned(),
