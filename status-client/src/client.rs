@@ -27,7 +27,7 @@ use crate::auth::AuthInterceptor;
 use crate::channel::{Pick, ReplicaService, Replicas};
 use crate::error::{ClientError, readable};
 use crate::idempotency::new_request_id;
-use crate::retry::{RetryPolicy, RetryThrottle, is_retryable};
+use crate::retry::{RetryPolicy, RetryThrottle, is_rate_limited, is_retryable};
 use crate::settings::{Settings, SettingsError};
 use crate::watch::OrderEventStream;
 
@@ -371,7 +371,9 @@ impl Client {
     /// (no connection could be made) was not processed anywhere: it is tried again with capped
     /// backoff until the deadline, like gRPC's wait-for-ready, and spends neither the attempt
     /// limit nor the throttle's tokens, which ration retries of requests a server did receive.
-    /// Any other retryable failure goes through both.
+    /// Any other retryable failure goes through both, except that a rate-limited one spends no
+    /// throttle tokens (see [`is_rate_limited`]) and waits the server's `RetryInfo` delay, or,
+    /// when that would not end before the deadline, fails at once.
     async fn attempts<Req, Resp>(
         &self,
         method: &'static str,
@@ -469,7 +471,10 @@ impl Client {
                 self.replica_answered(pick.index);
                 return Err(error);
             }
-            self.inner.throttle.record_failure();
+            let rate_limited = is_rate_limited(&error);
+            if !rate_limited {
+                self.inner.throttle.record_failure();
+            }
             reached_failures += 1;
             avoid = Some(pick.index);
             if error.code() == Code::Unavailable {
@@ -478,13 +483,17 @@ impl Client {
             if reached_failures >= policy.max_attempts {
                 return Err(error);
             }
-            if !self.inner.throttle.allows_retry() {
+            if !rate_limited && !self.inner.throttle.allows_retry() {
                 self.count(|s| s.throttled += 1);
                 self.inner.metrics.record_throttled_retry(method);
                 tracing::debug!(%error, "retry throttled");
                 return Err(error);
             }
             let wait = match error.pushback() {
+                // When the principal's allowance has room again.
+                _ if rate_limited => error
+                    .retry_delay()
+                    .unwrap_or_else(|| policy.backoff(reached_failures)),
                 Some(Ok(wait)) => wait,
                 Some(Err(())) => return Err(error),
                 None => policy.backoff(reached_failures),

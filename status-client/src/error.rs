@@ -1,5 +1,6 @@
 //! The typed error of every client call: the gRPC code, the server's message, and the
-//! `google.rpc.ErrorInfo` reason and `BadRequest` field violations when the server sent them.
+//! `google.rpc.ErrorInfo` reason, `BadRequest` field violations and `RetryInfo` delay when the
+//! server sent them.
 //! Transport failures and tonic's own timeouts are normalised to the codes the gRPC contract
 //! names (`UNAVAILABLE`, `DEADLINE_EXCEEDED`), so callers and the retry policy see one vocabulary.
 //! A failure to connect is told apart from a connection that broke: only the first proves the
@@ -19,6 +20,7 @@ pub struct ClientError {
     reason: Option<String>,
     field_violations: Vec<FieldViolation>,
     pushback: Option<Result<Duration, ()>>,
+    retry_delay: Option<Duration>,
     never_reached_a_server: bool,
 }
 
@@ -65,6 +67,12 @@ impl ClientError {
         self.never_reached_a_server
     }
 
+    /// How long the server said to wait before trying again (its `google.rpc.RetryInfo`), e.g.
+    /// until a rate-limited principal may call again.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.retry_delay
+    }
+
     /// What the server asked for in `grpc-retry-pushback-ms`.
     pub(crate) fn pushback(&self) -> Option<Result<Duration, ()>> {
         self.pushback
@@ -94,6 +102,7 @@ impl ClientError {
             reason: reason.map(str::to_owned),
             field_violations: Vec::new(),
             pushback: None,
+            retry_delay: None,
             never_reached_a_server: false,
         }
     }
@@ -137,6 +146,7 @@ impl From<Status> for ClientError {
             reason,
             field_violations,
             pushback: crate::retry::pushback(status.metadata()),
+            retry_delay: details.retry_info().and_then(|info| info.retry_delay),
             never_reached_a_server: failed_to_connect(&status),
         }
     }
@@ -237,6 +247,19 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "INVALID_ARGUMENT: invalid order (reason VALIDATION_FAILED)"
+        );
+    }
+
+    #[test]
+    fn the_retry_info_delay_is_kept() {
+        let mut details = ErrorDetails::with_error_info(reason::RATE_LIMITED, reason::DOMAIN, []);
+        details.set_retry_info(Some(Duration::from_millis(1500)));
+        let status = Status::with_error_details(Code::ResourceExhausted, "slow down", details);
+        let error = ClientError::from(status);
+        assert_eq!(error.retry_delay(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            ClientError::from(Status::unavailable("x")).retry_delay(),
+            None
         );
     }
 

@@ -93,14 +93,26 @@ impl RetryPolicy {
 ///
 /// `UNAVAILABLE` means the request was not processed (or a replica went away) and is always
 /// worth another attempt; `RESOURCE_EXHAUSTED` and `ABORTED` only when the server's reason says
-/// a retry helps. Every other code is final: the same request would fail the same way.
+/// a retry helps (for `RATE_LIMITED`, after the server's `RetryInfo` delay: see
+/// [`is_rate_limited`]). Every other code is final: the same request would fail the same way.
 pub fn is_retryable(error: &ClientError) -> bool {
     match error.code() {
         Code::Unavailable => true,
-        Code::ResourceExhausted => error.reason() == Some(reason::OVERLOADED),
+        Code::ResourceExhausted => matches!(
+            error.reason(),
+            Some(reason::OVERLOADED | reason::RATE_LIMITED)
+        ),
         Code::Aborted => error.reason() == Some(reason::REQUEST_IN_PROGRESS),
         _ => false,
     }
+}
+
+/// Whether `error` is the server refusing the caller's principal for its rate limit. Such a
+/// call is tried again after the `RetryInfo` delay, if that fits in its deadline, and fails at
+/// once otherwise. The refusal is the server working as configured, not failing, so it neither
+/// takes nor is stopped by the retry throttle's tokens; it does count as an attempt.
+pub fn is_rate_limited(error: &ClientError) -> bool {
+    error.code() == Code::ResourceExhausted && error.reason() == Some(reason::RATE_LIMITED)
 }
 
 /// Whether a watch stream that ended with `error` should be resumed from its last sequence.
@@ -252,6 +264,12 @@ mod tests {
             Some(reason::OVERLOADED)
         )));
         assert!(!is_retryable(&with(Code::ResourceExhausted, None)));
+        let rate_limited = with(Code::ResourceExhausted, Some(reason::RATE_LIMITED));
+        assert!(is_retryable(&rate_limited) && is_rate_limited(&rate_limited));
+        assert!(!is_rate_limited(&with(
+            Code::ResourceExhausted,
+            Some(reason::OVERLOADED)
+        )));
         assert!(is_retryable(&with(
             Code::Aborted,
             Some(reason::REQUEST_IN_PROGRESS)

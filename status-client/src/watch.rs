@@ -1,8 +1,9 @@
 //! A watch of order events that survives disconnects: when the stream breaks in a way that a
 //! new stream can repair (`UNAVAILABLE`, a server restart, a replica going away, a
-//! `WATCHER_TOO_SLOW` end), it re-opens with backoff, on another replica when there is one,
-//! asking for the events after its resume point. Sequences are strictly increasing, so
-//! anything at or below that point is dropped: every event is seen once.
+//! `WATCHER_TOO_SLOW` end, a `RATE_LIMITED` refusal to re-open, after its `RetryInfo` delay),
+//! it re-opens with backoff, on another replica when there is one, asking for the events after
+//! its resume point. Sequences are strictly increasing, so anything at or below that point is
+//! dropped: every event is seen once.
 //!
 //! The resume point starts at the request's `after_sequence`; when a stream opens, the server's
 //! `orders-watch-from` raises it (for a live watch: the last sequence committed when the stream
@@ -29,7 +30,7 @@ use tracing::Instrument;
 
 use crate::client::{CallOptions, Client, SERVICE};
 use crate::error::{ClientError, readable};
-use crate::retry::is_resumable_watch_error;
+use crate::retry::{is_rate_limited, is_resumable_watch_error};
 
 /// The stream returned by [`Client::watch_orders`]. Ends after yielding an error that cannot be
 /// repaired by re-opening; otherwise runs until dropped.
@@ -53,7 +54,9 @@ impl OrderEventStream {
 
     /// Opens the first stream before returning, so that a watch the server refuses (unknown
     /// order, no permission, resume point too old) fails here rather than in the stream.
-    /// Resumable failures are retried with backoff until the options' timeout.
+    /// Resumable failures are retried with backoff until the options' timeout; a `RATE_LIMITED`
+    /// refusal after its `RetryInfo` delay, or at once with that error when the delay would
+    /// not end before the timeout.
     pub(crate) async fn open(
         client: Client,
         request: WatchOrdersRequest,
@@ -159,8 +162,13 @@ impl Resuming {
                 }
                 Err(OpenFailure::Failed(error)) => {
                     self.failures += 1;
-                    let wait = self.client.retry_policy().backoff(self.failures);
                     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let wait = match rate_limit_delay(&error) {
+                        // The server will not take it before the deadline: say so now.
+                        Some(delay) if delay >= remaining => return Err(error),
+                        Some(delay) => delay,
+                        None => self.client.retry_policy().backoff(self.failures),
+                    };
                     // A wait that reaches the deadline ends the watch there, not in a retry.
                     if wait < remaining {
                         self.client.metrics().record_retry(METHOD, error.code());
@@ -363,8 +371,8 @@ impl Resuming {
             self.avoid = Some(index);
         }
         self.failures += 1;
-        let wait = match error.pushback() {
-            Some(Ok(wait)) => wait,
+        let wait = match (rate_limit_delay(&error), error.pushback()) {
+            (Some(delay), _) | (None, Some(Ok(delay))) => delay,
             _ => self.client.retry_policy().backoff(self.failures),
         };
         tracing::info!(%error, after_sequence = self.resume_point, ?wait, "watch interrupted; resuming");
@@ -380,6 +388,12 @@ impl Resuming {
         self.resume_point = sequence;
         self.shared_resume_point.store(sequence, Ordering::Release);
     }
+}
+
+/// How long to wait before asking again after a rate-limit refusal: the server's `RetryInfo`
+/// delay (`None` for any other failure, or a refusal without one: those wait the backoff).
+fn rate_limit_delay(error: &ClientError) -> Option<Duration> {
+    error.retry_delay().filter(|_| is_rate_limited(error))
 }
 
 /// The server's `orders-watch-from`, when it sent a valid one.

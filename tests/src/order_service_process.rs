@@ -22,6 +22,12 @@ use tokio::process::{Child, Command};
 pub const WRITER_TOKEN: &str = "writer-token-for-tests";
 /// A token with scope `orders.read` only (principal `test-reader`).
 pub const READER_TOKEN: &str = "reader-token-for-tests";
+/// A token with scope `orders.read` whose principal (`test-rate-limited`) may make one call
+/// per 100 s: its second call is refused with `RATE_LIMITED` and a `RetryInfo` of up to 100 s.
+pub const RATE_LIMITED_TOKEN: &str = "rate-limited-token-for-tests";
+/// A token with scope `orders.read` whose principal (`test-paced`) may make one call per second,
+/// with no burst: calls made back to back are refused with a `RetryInfo` of up to 1 s.
+pub const PACED_TOKEN: &str = "paced-token-for-tests";
 
 /// A running (or stopped, or paused) order-service.
 #[derive(Debug)]
@@ -226,7 +232,11 @@ fn write_tokens_file(path: &Path) -> anyhow::Result<()> {
         "test-writer",
         "\"orders.read\", \"orders.write\"",
         WRITER_TOKEN,
-    ) + &entry("test-reader", "\"orders.read\"", READER_TOKEN);
+    ) + &entry("test-reader", "\"orders.read\"", READER_TOKEN)
+        + &entry("test-rate-limited", "\"orders.read\"", RATE_LIMITED_TOKEN)
+        + "rate_limit = { per_second = 0.01, burst = 1 }\n\n"
+        + &entry("test-paced", "\"orders.read\"", PACED_TOKEN)
+        + "rate_limit = { per_second = 1, burst = 1 }\n\n";
     std::fs::write(path, text).context("writing the tokens file")
 }
 

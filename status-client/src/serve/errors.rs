@@ -1,5 +1,9 @@
 //! The one mapping from gRPC failures to HTTP responses: the usual status per code and a JSON
-//! body carrying the gRPC code name, the message, the ErrorInfo reason and bad fields.
+//! body carrying the gRPC code name, the message, the ErrorInfo reason and bad fields. A
+//! refusal that says when to come back (order-service's `RATE_LIMITED`, with a `RetryInfo`)
+//! is a 429 with `Retry-After` in whole seconds, rounded up.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -21,6 +25,9 @@ pub(crate) struct ApiError {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     field_violations: Vec<FieldViolation>,
+    /// When the caller may try again (sent as `Retry-After`).
+    #[serde(skip)]
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -37,6 +44,7 @@ impl ApiError {
             message: message.into(),
             reason: Some(reason.to_owned()),
             field_violations: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -68,6 +76,7 @@ impl From<ClientError> for ApiError {
             message: error.message().to_owned(),
             reason: error.reason().map(str::to_owned),
             field_violations: error.field_violations().to_vec(),
+            retry_after: error.retry_delay(),
         }
     }
 }
@@ -75,14 +84,27 @@ impl From<ClientError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
+        let retry_after = self.retry_after;
         let mut response = (status, Json(self)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(wait) = retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(wait)),
+            );
+        }
         response
     }
+}
+
+/// `Retry-After` counts whole seconds (RFC 9110); rounded up, so that a caller who waits what it
+/// says is never early.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The HTTP status of a gRPC code, as in Google's API design guide and grpc-gateway.
@@ -108,6 +130,14 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 0);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(2001)), 3);
+    }
 
     #[test]
     fn codes_map_to_the_usual_statuses() {

@@ -4,7 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +27,9 @@ pub type WatchScript = (Vec<OrderEvent>, Option<Status>);
 pub struct Script {
     pub creates: VecDeque<Outcome>,
     pub watches: VecDeque<WatchScript>,
+    /// WatchOrders calls to refuse, by number (1 for the first call), and how; a refused call
+    /// takes nothing from `watches`.
+    pub watch_refusals: BTreeMap<usize, Status>,
     /// (request_id, grpc-timeout header) of every CreateOrder attempt.
     pub create_calls: Vec<(String, Option<String>)>,
     /// The metadata of every CreateOrder attempt (trace context, baggage, …).
@@ -88,6 +91,10 @@ impl OrderService for Scripted {
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
         let mut script = self.0.lock().unwrap();
         script.watch_calls.push(request.get_ref().after_sequence);
+        let call = script.watch_calls.len();
+        if let Some(refusal) = script.watch_refusals.remove(&call) {
+            return Err(refusal);
+        }
         let watch_from = script.watch_from.pop_front();
         let (events, end) = script.watches.pop_front().unwrap_or_default();
         let events = futures::stream::iter(events.into_iter().map(Ok));
