@@ -489,14 +489,17 @@ impl Client {
                 tracing::debug!(%error, "retry throttled");
                 return Err(error);
             }
-            let wait = match error.pushback() {
+            let wait = if rate_limited {
                 // When the principal's allowance has room again.
-                _ if rate_limited => error
+                error
                     .retry_delay()
-                    .unwrap_or_else(|| policy.backoff(reached_failures)),
-                Some(Ok(wait)) => wait,
-                Some(Err(())) => return Err(error),
-                None => policy.backoff(reached_failures),
+                    .unwrap_or_else(|| policy.backoff(reached_failures))
+            } else {
+                match error.pushback() {
+                    Some(Ok(wait)) => wait,
+                    Some(Err(())) => return Err(error),
+                    None => policy.backoff(reached_failures),
+                }
             };
             if Instant::now() + wait >= deadline {
                 // The next attempt could not start before the deadline: the last error is the

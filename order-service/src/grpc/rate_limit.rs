@@ -31,7 +31,7 @@ const MAX_PER_SECOND: f64 = 1e9;
 const MIN_PER_SECOND: f64 = 0.001;
 /// Largest `burst` accepted. With [`MIN_PER_SECOND`] a full burst spans 10^18 ns (32 years), so
 /// arrival times stay far inside the `u64` nanoseconds they are kept in.
-const MAX_BURST: i64 = 1_000_000;
+const MAX_BURST: u32 = 1_000_000;
 
 /// A `rate_limit` table as written in the tokens file: `{ per_second = 50, burst = 100 }`.
 ///
@@ -69,12 +69,14 @@ impl RateLimit {
                  not {per_second}"
             ));
         }
-        if !(1..=MAX_BURST).contains(&burst) {
-            return Err(format!(
-                "rate_limit.burst must be a whole number from 1 to {MAX_BURST}, not {burst}"
-            ));
-        }
-        let burst = u32::try_from(burst).map_err(|_| "rate_limit.burst is too large".to_owned())?;
+        let burst = u32::try_from(burst)
+            .ok()
+            .filter(|burst| (1..=MAX_BURST).contains(burst))
+            .ok_or_else(|| {
+                format!(
+                    "rate_limit.burst must be a whole number from 1 to {MAX_BURST}, not {burst}"
+                )
+            })?;
         // From 1 to 10^12 ns, by the bounds above.
         let interval_nanos = (1e9 / per_second).round().max(1.0) as u64;
         Ok(RateLimit {
@@ -218,11 +220,6 @@ impl RateLimiter {
             })
             .collect();
         RateLimiter { origin, buckets }
-    }
-
-    /// Whether there is any limit to enforce.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 
     /// Takes one call from `principal`'s allowance now, or says how long until it could.
@@ -405,7 +402,7 @@ mod tests {
             &limits(&[
                 ("slow", Some((0.5, 1))),
                 ("slowest", Some((MIN_PER_SECOND, 2))),
-                ("widest", Some((MIN_PER_SECOND, MAX_BURST))),
+                ("widest", Some((MIN_PER_SECOND, MAX_BURST.into()))),
                 ("fastest", Some((MAX_PER_SECOND, 1))),
             ]),
             origin,
@@ -451,7 +448,11 @@ mod tests {
             (0.0009, 10, "per_second must be from 0.001 to 1e9"),
             (10.0, 0, "burst must be a whole number from 1 to 1000000"),
             (10.0, -1, "burst must be a whole number from 1"),
-            (10.0, MAX_BURST + 1, "burst must be a whole number from 1"),
+            (
+                10.0,
+                i64::from(MAX_BURST) + 1,
+                "burst must be a whole number from 1",
+            ),
         ] {
             let error = RateLimit::new(per_second, burst).unwrap_err();
             assert!(error.contains(expected), "{per_second}/{burst}: {error}");
