@@ -3,7 +3,7 @@
 //! non-zero exit.
 
 use crate::grpc::auth::{TokenSet, TokensFileError};
-use crate::store::{Retention, StoreOptions};
+use crate::store::{DEFAULT_WAL_LIMIT_BYTES, Retention, StoreOptions};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,6 +106,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDER_SERVICE_KEEPALIVE_INTERVAL", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub keepalive_interval: Duration,
+    /// Size of the SQLite write-ahead log past which the writer checkpoints and empties it
+    /// between two batches of writes (so sustained writes cannot grow it without bound).
+    #[arg(long, env = "ORDER_SERVICE_WAL_LIMIT_BYTES", default_value_t = DEFAULT_WAL_LIMIT_BYTES)]
+    pub wal_limit_bytes: u64,
 }
 
 /// Where the data lives.
@@ -142,6 +146,8 @@ pub struct Settings {
     pub store: StoreOptions,
     /// See [`ServeArgs::keepalive_interval`].
     pub keepalive_interval: Duration,
+    /// See [`ServeArgs::wal_limit_bytes`].
+    pub wal_limit_bytes: u64,
 }
 
 /// A setting that cannot be used.
@@ -211,6 +217,12 @@ impl ServeArgs {
                 problem: "must be longer than zero".into(),
             });
         }
+        if self.wal_limit_bytes == 0 {
+            return Err(ConfigError::OutOfRange {
+                setting: "ORDER_SERVICE_WAL_LIMIT_BYTES",
+                problem: "must be at least 1".into(),
+            });
+        }
         Ok(Settings {
             addr: self.addr,
             database,
@@ -233,6 +245,7 @@ impl ServeArgs {
                 live_buffer: positive("ORDER_SERVICE_WATCH_BUFFER", self.watch_buffer)?,
             },
             keepalive_interval: self.keepalive_interval,
+            wal_limit_bytes: self.wal_limit_bytes,
         })
     }
 }

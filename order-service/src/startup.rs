@@ -7,7 +7,7 @@ use crate::grpc::orders::OrdersApi;
 use crate::grpc::watch::WatchOptions;
 use crate::observability::Observability;
 use crate::server::{self, ConnectionSettings};
-use crate::store::{InstrumentedStore, OrderStore, SqliteStore};
+use crate::store::{InstrumentedStore, OrderStore, SqliteStore, WalOptions};
 use crate::{domain, health};
 use anyhow::Context as _;
 use order_status_telemetry::grpc::GrpcServerLayer;
@@ -42,10 +42,16 @@ impl Application {
             Database::Sqlite(path) => {
                 let path = path.clone();
                 let options = settings.store;
-                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
-                    .await?
-                    .map_err(describe)
-                    .context("opening the SQLite store")?;
+                let wal = WalOptions {
+                    limit_bytes: settings.wal_limit_bytes,
+                    metrics: Some(observability.metrics.clone()),
+                };
+                let store = tokio::task::spawn_blocking(move || {
+                    SqliteStore::open_with(&path, options, wal)
+                })
+                .await?
+                .map_err(describe)
+                .context("opening the SQLite store")?;
                 Arc::new(InstrumentedStore::new(
                     Arc::new(store),
                     "sqlite",

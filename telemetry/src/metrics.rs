@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 
 /// Bucket boundaries in seconds for call and store latencies: 0.5 ms up to 30 s (the largest
 /// deadline order-service accepts).
@@ -30,6 +30,7 @@ pub struct Metrics {
     store_duration: Histogram<f64>,
     pub(crate) http_server_duration: Histogram<f64>,
     pub(crate) spans_dropped: Counter<u64>,
+    wal_size: Gauge<u64>,
 }
 
 impl Metrics {
@@ -99,6 +100,11 @@ impl Metrics {
                 .u64_counter("telemetry.spans.dropped")
                 .with_description("Spans that could not be exported (collector down or too slow), by reason")
                 .build(),
+            wal_size: meter
+                .u64_gauge("orders.store.wal.size")
+                .with_unit("By")
+                .with_description("Size of the SQLite store's write-ahead log file")
+                .build(),
         }
     }
 
@@ -149,6 +155,13 @@ impl Metrics {
                 KeyValue::new("outcome", if ok { "ok" } else { "error" }),
             ],
         );
+    }
+}
+
+impl Metrics {
+    /// The SQLite store's write-ahead log file is now `bytes` long.
+    pub fn record_wal_size(&self, bytes: u64) {
+        self.wal_size.record(bytes, &[]);
     }
 }
 

@@ -4,5 +4,6 @@
 mod api;
 mod lifecycle;
 mod metrics;
+mod storage;
 mod support;
 mod watch;

@@ -8,7 +8,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET /metrics over a plain TCP connection, parsed as Prometheus text.
-async fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
+pub(crate) async fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
@@ -29,7 +29,7 @@ async fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
 }
 
 /// The value of `name` (a counter, gauge or histogram `_count`) for samples matching `labels`.
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .samples
         .iter()
