@@ -310,6 +310,19 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_wal_limit_is_refused() {
+        let error = args(&["--dev", "--wal-limit-bytes", "0"]).unwrap_err();
+        assert!(
+            error.to_string().contains("ORDER_SERVICE_WAL_LIMIT_BYTES"),
+            "{error}"
+        );
+        assert_eq!(
+            args(&["--dev"]).unwrap().wal_limit_bytes,
+            crate::store::DEFAULT_WAL_LIMIT_BYTES
+        );
+    }
+
+    #[test]
     fn short_idempotency_retention_is_refused() {
         let error = args(&["--dev", "--idempotency-retention", "1h"]).unwrap_err();
         assert!(error.to_string().contains("24h"), "{error}");

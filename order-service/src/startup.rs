@@ -148,12 +148,12 @@ impl Application {
             .service(routes);
 
         let background = CancellationToken::new();
-        tokio::spawn(health::monitor(
+        let monitor = tokio::spawn(health::monitor(
             reporter.clone(),
             Arc::clone(&store),
             background.clone(),
         ));
-        tokio::spawn(prune_periodically(Arc::clone(&store), background.clone()));
+        let pruner = tokio::spawn(prune_periodically(Arc::clone(&store), background.clone()));
         if let Some(listener) = metrics_listener {
             tokio::spawn(order_status_telemetry::serve_metrics(
                 listener,
@@ -186,6 +186,10 @@ impl Application {
         )
         .await;
         background.cancel();
+        // They hold the store: once they are done, dropping ours closes it (queued writes
+        // finish, the WAL is emptied, the file lock is released for a restart on the same file).
+        let _ = tokio::join!(monitor, pruner);
+        drop(store);
         tracing::info!("stopped");
         Ok(())
     }

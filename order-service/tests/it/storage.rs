@@ -131,6 +131,7 @@ async fn the_wal_stays_bounded_under_sustained_writes_and_empties_when_they_stop
     }
     sampler.abort();
     let peak = peak.load(Ordering::Relaxed).max(file_size(&wal));
+    println!("WAL peak: {peak} bytes (limit {LIMIT}, bound {BOUND})");
     assert!(
         peak <= BOUND,
         "the WAL reached {peak} bytes under {} creates with a limit of {LIMIT}",

@@ -12,6 +12,7 @@ use order_status_telemetry::Metrics;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How often the WAL is checkpointed.
@@ -47,8 +48,19 @@ impl Checkpointed {
     }
 }
 
-/// Runs one checkpoint on `conn`.
-pub(super) fn checkpoint(conn: &Connection, mode: Checkpoint) -> rusqlite::Result<Checkpointed> {
+/// Taken around every checkpoint this process runs. SQLite lets one checkpoint run at a time
+/// and answers SQLITE_BUSY at once, without waiting, to a second one: without this, the
+/// writer's TRUNCATE kept failing while a background PASSIVE was copying, and the WAL grew
+/// meanwhile. With it, the writer waits for that PASSIVE to finish instead.
+pub(super) type CheckpointLock = Arc<Mutex<()>>;
+
+/// Runs one checkpoint on `conn`, holding `lock`.
+pub(super) fn checkpoint(
+    conn: &Connection,
+    mode: Checkpoint,
+    lock: &Mutex<()>,
+) -> rusqlite::Result<Checkpointed> {
+    let _only_checkpoint = lock.lock().unwrap_or_else(PoisonError::into_inner);
     let pragma = match mode {
         Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
         Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
@@ -77,6 +89,7 @@ impl Checkpointer {
         path: PathBuf,
         wal: PathBuf,
         wal_limit_bytes: u64,
+        lock: CheckpointLock,
         metrics: Option<Metrics>,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel();
@@ -85,7 +98,14 @@ impl Checkpointer {
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 let _exiting = exiting;
-                run(&path, &wal, wal_limit_bytes, metrics.as_ref(), &stopped);
+                run(
+                    &path,
+                    &wal,
+                    wal_limit_bytes,
+                    &lock,
+                    metrics.as_ref(),
+                    &stopped,
+                );
             })?;
         Ok(Checkpointer { stop, _exit: exit })
     }
@@ -102,6 +122,7 @@ fn run(
     path: &Path,
     wal: &Path,
     wal_limit_bytes: u64,
+    lock: &Mutex<()>,
     metrics: Option<&Metrics>,
     stopped: &mpsc::Receiver<()>,
 ) {
@@ -124,7 +145,7 @@ fn run(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let mut size = wal_size();
-        match checkpoint(&conn, Checkpoint::Passive) {
+        match checkpoint(&conn, Checkpoint::Passive, lock) {
             Ok(done) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!("WAL checkpoints succeed again");
@@ -133,7 +154,7 @@ fn run(
                 // paused, so emptying the WAL file now costs the writer nothing.
                 let idle = done.frames == std::mem::replace(&mut previous_frames, done.frames);
                 if done.complete() && size > 0 && idle {
-                    match checkpoint(&conn, Checkpoint::Truncate) {
+                    match checkpoint(&conn, Checkpoint::Truncate, lock) {
                         Ok(_) => size = wal_size(),
                         Err(error) => tracing::debug!(
                             error = %DisplayChain(&error),

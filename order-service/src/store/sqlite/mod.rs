@@ -12,7 +12,7 @@ mod write_health;
 mod writer;
 
 use self::cache::OrderCache;
-use self::checkpointer::Checkpointer;
+use self::checkpointer::{CheckpointLock, Checkpointer};
 use self::files::DatabaseFiles;
 use self::readers::ReadPool;
 use self::rows::{EVENT_COLUMNS, ORDER_COLUMNS, event_from_row, into_error, order_from_row};
@@ -44,14 +44,14 @@ const WRITER_STALL: Duration = Duration::from_secs(2);
 /// How long dropping the store waits for the writer to finish queued writes and empty the WAL.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// WAL size past which the writer empties it (TRUNCATE checkpoint), unless configured.
+/// WAL size past which the writer checkpoints and empties it, unless configured.
 pub const DEFAULT_WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How the SQLite write-ahead log is kept in bounds and observed.
 #[derive(Debug, Clone)]
 pub struct WalOptions {
     /// Past this size the writer checkpoints the WAL and truncates it to zero between two
-    /// batches; SQLite also cuts a WAL it starts over back to this size.
+    /// batches; SQLite also cuts a WAL it starts over back to this size (`journal_size_limit`).
     pub limit_bytes: u64,
     /// Where the WAL's size is reported (`orders.store.wal.size`), if anywhere.
     pub metrics: Option<Metrics>,
@@ -114,10 +114,12 @@ impl SqliteStore {
             )
         })?);
         let readers = ReadPool::open(path, READERS).map_err(into_error)?;
+        let checkpoint_lock = CheckpointLock::default();
         let checkpointer = Checkpointer::start(
             path.to_owned(),
             files.wal_path().to_owned(),
             wal.limit_bytes,
+            Arc::clone(&checkpoint_lock),
             wal.metrics,
         )
         .map_err(Error::internal)?;
@@ -134,6 +136,7 @@ impl SqliteStore {
             files: Arc::clone(&files),
             health: Arc::clone(&health),
             wal_limit_bytes: wal.limit_bytes,
+            checkpoint_lock,
         };
         let (exiting, writer_exit) = ThreadExit::new("sqlite-writer", CLOSE_TIMEOUT);
         std::thread::Builder::new()
