@@ -173,4 +173,9 @@ impl ServerProcess {
         self.child.start_kill()?;
         self.child.wait().await.map(drop)
     }
+
+    /// Waits until the server exits by itself (say, after SIGTERM).
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        self.child.wait().await.map(drop)
+    }
 }

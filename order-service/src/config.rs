@@ -3,7 +3,7 @@
 //! non-zero exit.
 
 use crate::grpc::auth::{TokenSet, TokensFileError};
-use crate::store::{Retention, StoreOptions};
+use crate::store::{DEFAULT_WAL_LIMIT_BYTES, Retention, StoreOptions};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// (keep it below the process's file limit, `ulimit -n`).
     #[arg(long, env = "ORDER_SERVICE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Size of the SQLite write-ahead log past which the writer checkpoints and empties it
+    /// between two batches of writes (so sustained writes cannot grow it without bound).
+    #[arg(long, env = "ORDER_SERVICE_WAL_LIMIT_BYTES", default_value_t = DEFAULT_WAL_LIMIT_BYTES)]
+    pub wal_limit_bytes: u64,
 }
 
 /// Where the data lives.
@@ -155,6 +159,8 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// See [`ServeArgs::max_connections`].
     pub max_connections: usize,
+    /// See [`ServeArgs::wal_limit_bytes`].
+    pub wal_limit_bytes: u64,
 }
 
 /// A setting that cannot be used.
@@ -230,6 +236,12 @@ impl ServeArgs {
                 problem: "must be longer than zero".into(),
             });
         }
+        if self.wal_limit_bytes == 0 {
+            return Err(ConfigError::OutOfRange {
+                setting: "ORDER_SERVICE_WAL_LIMIT_BYTES",
+                problem: "must be at least 1".into(),
+            });
+        }
         Ok(Settings {
             addr: self.addr,
             database,
@@ -254,6 +266,7 @@ impl ServeArgs {
             keepalive_interval: self.keepalive_interval,
             handshake_timeout: self.handshake_timeout,
             max_connections: positive("ORDER_SERVICE_MAX_CONNECTIONS", self.max_connections)?,
+            wal_limit_bytes: self.wal_limit_bytes,
         })
     }
 }
@@ -323,6 +336,19 @@ mod tests {
         assert!(error.to_string().contains("HANDSHAKE_TIMEOUT"), "{error}");
         let error = args(&["--dev", "--max-connections", "0"]).unwrap_err();
         assert!(error.to_string().contains("MAX_CONNECTIONS"), "{error}");
+    }
+
+    #[test]
+    fn a_zero_wal_limit_is_refused() {
+        let error = args(&["--dev", "--wal-limit-bytes", "0"]).unwrap_err();
+        assert!(
+            error.to_string().contains("ORDER_SERVICE_WAL_LIMIT_BYTES"),
+            "{error}"
+        );
+        assert_eq!(
+            args(&["--dev"]).unwrap().wal_limit_bytes,
+            crate::store::DEFAULT_WAL_LIMIT_BYTES
+        );
     }
 
     #[test]

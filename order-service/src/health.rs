@@ -1,6 +1,9 @@
-//! gRPC health (`grpc.health.v1`): SERVING while the store answers, NOT_SERVING when it does not
-//! and from the moment shutdown begins, both overall ("") and for `orders.v1.OrderService`.
+//! gRPC health (`grpc.health.v1`): SERVING while the store can be read and written, NOT_SERVING
+//! when it cannot and from the moment shutdown begins, both overall ("") and for
+//! `orders.v1.OrderService`. The store's check covers writes, not just reads: a full disk, a
+//! read-only remount or a frozen filesystem leave reads working while every write fails.
 
+use crate::error_chain::DisplayChain;
 use crate::store::OrderStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +22,8 @@ pub(crate) async fn set(reporter: &HealthReporter, status: ServingStatus) {
         .await;
 }
 
-/// Checks the store every few seconds until `stop` is cancelled, reporting the result.
+/// Checks the store every few seconds until `stop` is cancelled, reporting the result. While
+/// writes fail, each check tries a probe write, so health turns SERVING again once they work.
 pub(crate) async fn monitor(
     reporter: HealthReporter,
     store: Arc<dyn OrderStore>,
@@ -39,7 +43,9 @@ pub(crate) async fn monitor(
         }
         if healthy != serving {
             match &check {
-                Ok(Err(error)) => tracing::warn!(error = %error, "store check failed: NOT_SERVING"),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %DisplayChain(error), "store check failed: NOT_SERVING");
+                }
                 Err(_) => tracing::warn!("store check timed out: NOT_SERVING"),
                 Ok(Ok(())) => tracing::info!("store answers again: SERVING"),
             }

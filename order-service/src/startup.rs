@@ -9,7 +9,7 @@ use crate::grpc::orders::OrdersApi;
 use crate::grpc::watch::WatchOptions;
 use crate::observability::Observability;
 use crate::server::{self, ConnectionSettings};
-use crate::store::{InstrumentedStore, OrderStore, SqliteStore};
+use crate::store::{InstrumentedStore, OrderStore, SqliteStore, WalOptions};
 use crate::{domain, health};
 use anyhow::Context as _;
 use order_status_telemetry::grpc::GrpcServerLayer;
@@ -44,10 +44,16 @@ impl Application {
             Database::Sqlite(path) => {
                 let path = path.clone();
                 let options = settings.store;
-                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
-                    .await?
-                    .map_err(describe)
-                    .context("opening the SQLite store")?;
+                let wal = WalOptions {
+                    limit_bytes: settings.wal_limit_bytes,
+                    metrics: Some(observability.metrics.clone()),
+                };
+                let store = tokio::task::spawn_blocking(move || {
+                    SqliteStore::open_with(&path, options, wal)
+                })
+                .await?
+                .map_err(describe)
+                .context("opening the SQLite store")?;
                 Arc::new(InstrumentedStore::new(
                     Arc::new(store),
                     "sqlite",
@@ -154,12 +160,12 @@ impl Application {
             .service(routes);
 
         let background = CancellationToken::new();
-        tokio::spawn(health::monitor(
+        let monitor = tokio::spawn(health::monitor(
             reporter.clone(),
             Arc::clone(&store),
             background.clone(),
         ));
-        tokio::spawn(prune_periodically(Arc::clone(&store), background.clone()));
+        let pruner = tokio::spawn(prune_periodically(Arc::clone(&store), background.clone()));
         if let Some(listener) = metrics_listener {
             tokio::spawn(order_status_telemetry::serve_metrics(
                 listener,
@@ -194,6 +200,10 @@ impl Application {
         )
         .await;
         background.cancel();
+        // They hold the store: once they are done, dropping ours closes it (queued writes
+        // finish, the WAL is emptied, the file lock is released for a restart on the same file).
+        let _ = tokio::join!(monitor, pruner);
+        drop(store);
         tracing::info!("stopped");
         Ok(())
     }

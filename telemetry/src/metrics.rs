@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 
 /// Bucket boundaries in seconds for call and store latencies: 0.5 ms up to 30 s (the largest
 /// deadline order-service accepts).
@@ -31,6 +31,7 @@ pub struct Metrics {
     pub(crate) http_server_duration: Histogram<f64>,
     pub(crate) spans_dropped: Counter<u64>,
     rate_limited: Counter<u64>,
+    wal_size: Gauge<u64>,
 }
 
 impl Metrics {
@@ -104,6 +105,11 @@ impl Metrics {
                 .u64_counter("orders.rate_limited_calls")
                 .with_description("Calls refused because their principal was over its rate limit, by principal")
                 .build(),
+            wal_size: meter
+                .u64_gauge("orders.store.wal.size")
+                .with_unit("By")
+                .with_description("Size of the SQLite store's write-ahead log file")
+                .build(),
         }
     }
 
@@ -162,6 +168,13 @@ impl Metrics {
     pub fn record_rate_limited(&self, principal: &str) {
         self.rate_limited
             .add(1, &[KeyValue::new("principal", principal.to_owned())]);
+    }
+}
+
+impl Metrics {
+    /// The SQLite store's write-ahead log file is now `bytes` long.
+    pub fn record_wal_size(&self, bytes: u64) {
+        self.wal_size.record(bytes, &[]);
     }
 }
 

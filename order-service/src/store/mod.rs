@@ -9,7 +9,7 @@ mod sqlite;
 
 pub use instrumented::InstrumentedStore;
 pub use live::LiveEvents;
-pub use sqlite::SqliteStore;
+pub use sqlite::{DEFAULT_WAL_LIMIT_BYTES, SqliteStore, WalOptions};
 
 use crate::domain::{Error, ListQuery, Order, OrderEvent, OrderId, Page, Write, WriteOutcome};
 use std::sync::Arc;

@@ -6,5 +6,6 @@ mod edge;
 mod lifecycle;
 mod metrics;
 mod rate_limit;
+mod storage;
 mod support;
 mod watch;

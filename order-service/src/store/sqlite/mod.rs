@@ -3,24 +3,31 @@
 
 mod cache;
 mod checkpointer;
+mod files;
 mod readers;
 mod rows;
 mod schema;
+mod thread_exit;
+mod write_health;
 mod writer;
 
 use self::cache::OrderCache;
-use self::checkpointer::Checkpointer;
+use self::checkpointer::{CheckpointLock, Checkpointer};
+use self::files::DatabaseFiles;
 use self::readers::ReadPool;
 use self::rows::{EVENT_COLUMNS, ORDER_COLUMNS, event_from_row, into_error, order_from_row};
-use self::writer::Command;
+use self::thread_exit::ThreadExit;
+use self::write_health::{WriteHealth, unavailable};
+use self::writer::{Command, Writer};
 use super::{LiveEvents, LogBounds, OrderStore, StoreOptions};
 use crate::domain::{
     Error, ListQuery, Order, OrderEvent, OrderId, OrderStatus, Page, Write, WriteOutcome,
 };
+use order_status_telemetry::Metrics;
 use rusqlite::{OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Writes waiting for the writer thread before callers are made to wait.
@@ -31,51 +38,154 @@ const READERS: usize = 4;
 const CACHED_ORDERS: usize = 100_000;
 /// Newest orders loaded into the cache at start.
 const WARM_ORDERS: i64 = 10_000;
+/// A writer busy with one piece of work for longer than this is stuck (a frozen or hung
+/// filesystem): commits take milliseconds, and callers' deadlines are seconds.
+const WRITER_STALL: Duration = Duration::from_secs(2);
+/// How long dropping the store waits for the writer to finish queued writes and empty the WAL.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// WAL size past which the writer checkpoints and empties it, unless configured.
+pub const DEFAULT_WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How the SQLite write-ahead log is kept in bounds and observed.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Past this size the writer checkpoints the WAL and truncates it to zero between two
+    /// batches; SQLite also cuts a WAL it starts over back to this size (`journal_size_limit`).
+    pub limit_bytes: u64,
+    /// Where the WAL's size is reported (`orders.store.wal.size`), if anywhere.
+    pub metrics: Option<Metrics>,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            limit_bytes: DEFAULT_WAL_LIMIT_BYTES,
+            metrics: None,
+        }
+    }
+}
 
 /// Orders in one SQLite file.
 pub struct SqliteStore {
-    path: PathBuf,
+    // Fields are dropped in this order: the queue closes first, so the writer finishes what is
+    // queued, empties the WAL and stops while `_writer_exit` waits for it; then the checkpoint
+    // thread stops.
     commands: mpsc::Sender<Command>,
+    /// Waited on when the store is dropped.
+    _writer_exit: ThreadExit,
+    /// Checkpoints the WAL while the store is open.
+    _checkpointer: Checkpointer,
+    /// The files a write must be durable in; checked by the writer and the health check.
+    files: Arc<DatabaseFiles>,
+    /// How writes are going, as the writer last saw it.
+    health: Arc<WriteHealth>,
     readers: Arc<ReadPool>,
     cache: Arc<OrderCache>,
     live: LiveEvents,
-    /// Checkpoints the WAL while the store is open.
-    _checkpointer: Checkpointer,
     /// Held while the store is open: a second process on the same file would bypass the single
     /// writer and leave the cache stale.
     _exclusive: std::fs::File,
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) the database at `path` and starts its writer.
+    /// Opens (creating and migrating if needed) the database at `path` and starts its writer,
+    /// with the default WAL limit and no metrics.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, Error> {
+        SqliteStore::open_with(path, options, WalOptions::default())
+    }
+
+    /// Opens (creating and migrating if needed) the database at `path` and starts its writer.
+    pub fn open_with(path: &Path, options: StoreOptions, wal: WalOptions) -> Result<Self, Error> {
         let exclusive = lock_exclusively(path)?;
-        let writer = schema::open_writer(path).map_err(|error| {
+        let conn = schema::open_writer(path, wal.limit_bytes).map_err(|error| {
             Error::Unavailable(
                 format!("cannot open SQLite database {}: {error}", path.display()).into(),
             )
         })?;
+        // After the writer opened the database in WAL mode, so the WAL file exists.
+        let files = Arc::new(DatabaseFiles::capture(path).map_err(|error| {
+            Error::Unavailable(
+                format!(
+                    "cannot identify the SQLite files of {}: {error}",
+                    path.display()
+                )
+                .into(),
+            )
+        })?);
         let readers = ReadPool::open(path, READERS).map_err(into_error)?;
-        let checkpointer = Checkpointer::start(path.to_owned()).map_err(Error::internal)?;
+        let checkpoint_lock = CheckpointLock::default();
+        let checkpointer = Checkpointer::start(
+            path.to_owned(),
+            files.wal_path().to_owned(),
+            wal.limit_bytes,
+            Arc::clone(&checkpoint_lock),
+            wal.metrics,
+        )
+        .map_err(Error::internal)?;
         let cache = Arc::new(OrderCache::new(CACHED_ORDERS));
-        warm(&writer, &cache).map_err(into_error)?;
+        warm(&conn, &cache).map_err(into_error)?;
         let live = LiveEvents::new(options.live_buffer);
+        let health = Arc::new(WriteHealth::new());
         let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
-        let feed = live.clone();
-        let written = Arc::clone(&cache);
+        let writer = Writer {
+            conn,
+            live: live.clone(),
+            cache: Arc::clone(&cache),
+            retention: options.retention,
+            files: Arc::clone(&files),
+            health: Arc::clone(&health),
+            wal_limit_bytes: wal.limit_bytes,
+            checkpoint_lock,
+        };
+        let (exiting, writer_exit) = ThreadExit::new("sqlite-writer", CLOSE_TIMEOUT);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(writer, receiver, feed, written, options.retention))
+            .spawn(move || {
+                let _exiting = exiting;
+                writer.run(receiver);
+            })
             .map_err(Error::internal)?;
         Ok(SqliteStore {
-            path: path.to_owned(),
             commands,
+            _writer_exit: writer_exit,
+            _checkpointer: checkpointer,
+            files,
+            health,
             readers,
             cache,
             live,
-            _checkpointer: checkpointer,
             _exclusive: exclusive,
         })
+    }
+
+    /// Checks that writes can succeed: the files are still the ones written, the writer is not
+    /// stuck, and, after a failed commit, that a probe write commits now.
+    async fn check_writes(&self) -> Result<(), Error> {
+        if let Some(lost) = self.health.lost() {
+            return Err(unavailable(&lost));
+        }
+        if let Err(changed) = self.files.check() {
+            return Err(unavailable(&self.health.lose(changed)));
+        }
+        if let Some(busy) = self.health.busy_for().filter(|busy| *busy > WRITER_STALL) {
+            return Err(Error::Unavailable(
+                format!(
+                    "the SQLite writer has been inside one commit for {}: writes are not \
+                     completing (a frozen or hung filesystem, or a lock held elsewhere)",
+                    humantime::format_duration(Duration::from_millis(busy.as_millis() as u64))
+                )
+                .into(),
+            ));
+        }
+        if self.health.last_failure().is_some() {
+            let (reply, answer) = oneshot::channel();
+            self.send(Command::Probe { reply }).await?;
+            answer
+                .await
+                .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))??;
+        }
+        Ok(())
     }
 
     async fn send(&self, command: Command) -> Result<(), Error> {
@@ -243,14 +353,9 @@ impl OrderStore for SqliteStore {
         if self.commands.is_closed() {
             return Err(Error::Unavailable("the SQLite writer has stopped".into()));
         }
-        let path = self.path.clone();
+        self.check_writes().await?;
         self.readers
             .read(move |conn| {
-                if !path.exists() {
-                    return Err(Error::Unavailable(
-                        format!("database file {} is gone", path.display()).into(),
-                    ));
-                }
                 conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
                     .map_err(into_error)
             })

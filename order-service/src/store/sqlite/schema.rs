@@ -11,8 +11,10 @@ const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
 /// How long a connection waits for a lock held by another connection before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens the writer connection, creating the file if needed, and migrates it.
-pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+/// Opens the writer connection, creating the file if needed, and migrates it. A WAL that
+/// SQLite starts over is cut back to `wal_limit_bytes` (`journal_size_limit`), rather than kept
+/// at the largest size it ever reached.
+pub(super) fn open_writer(path: &Path, wal_limit_bytes: u64) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     keep_temporaries_in_memory(&conn)?;
@@ -23,19 +25,29 @@ pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Checkpoints run on their own thread (see checkpointer.rs), never inside our commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    limit_journal_size(&conn, wal_limit_bytes)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
 
-/// Opens the connection that checkpoints the WAL.
-pub(super) fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
+/// Opens the connection that checkpoints the WAL (see [`open_writer`] for the limit).
+pub(super) fn open_checkpointer(path: &Path, wal_limit_bytes: u64) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    limit_journal_size(&conn, wal_limit_bytes)?;
     Ok(conn)
+}
+
+fn limit_journal_size(conn: &Connection, bytes: u64) -> rusqlite::Result<()> {
+    conn.pragma_update(
+        None,
+        "journal_size_limit",
+        i64::try_from(bytes).unwrap_or(i64::MAX),
+    )
 }
 
 /// Opens a read-only connection to an existing, migrated database.

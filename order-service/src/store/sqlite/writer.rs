@@ -5,7 +5,10 @@
 //! sequence order equals commit order, which the live event feed depends on.
 
 use super::cache::OrderCache;
+use super::checkpointer::{Checkpoint, CheckpointLock, checkpoint};
+use super::files::DatabaseFiles;
 use super::rows::{ORDER_COLUMNS, into_error, select_order};
+use super::write_health::{Cause, WriteHealth, unavailable};
 use crate::domain::{
     Change, CreateOrder, Error, Order, OrderEvent, OrderStatus, UnixMicros, UpdateStatus, Write,
     WriteOutcome,
@@ -32,47 +35,269 @@ pub(super) enum Command {
     Prune {
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// Commit a one-row write, to learn whether writes succeed again after they failed.
+    Probe {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
-/// Runs the writer until every sender of `commands` is gone.
-pub(super) fn run(
-    mut conn: Connection,
-    mut commands: mpsc::Receiver<Command>,
-    live: LiveEvents,
-    cache: Arc<OrderCache>,
-    retention: Retention,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = commands.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+/// The writer thread's connection and everything it reports into.
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    /// Where committed events go, after the commit is known to be durable.
+    pub(super) live: LiveEvents,
+    /// Orders just written, so a read after an acknowledged write sees it.
+    pub(super) cache: Arc<OrderCache>,
+    pub(super) retention: Retention,
+    /// The files a commit must be durable in before it is acknowledged.
+    pub(super) files: Arc<DatabaseFiles>,
+    /// How writes are going, for the health check.
+    pub(super) health: Arc<WriteHealth>,
+    /// WAL size past which the writer itself checkpoints it (TRUNCATE) between batches.
+    pub(super) wal_limit_bytes: u64,
+    /// Shared with the checkpoint thread: one checkpoint at a time, waited for.
+    pub(super) checkpoint_lock: CheckpointLock,
+}
+
+impl Writer {
+    /// Runs the writer until every sender of `commands` is gone, then checkpoints the WAL
+    /// into the database and empties it, so a stopped service leaves no large WAL behind.
+    pub(super) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut wal_bound = WalBound::default();
+        while let Some(first) = commands.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match commands.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let mut writes = Vec::with_capacity(batch.len());
+            for command in batch.drain(..) {
+                match command {
+                    Command::Write {
+                        write,
+                        deadline,
+                        reply,
+                    } => writes.push(Job {
+                        write,
+                        deadline,
+                        reply,
+                    }),
+                    Command::Prune { reply } => {
+                        let _ = reply.send(self.prune());
+                    }
+                    Command::Probe { reply } => {
+                        let _ = reply.send(self.probe());
+                    }
+                }
+            }
+            if !writes.is_empty() {
+                let _busy = self.health.busy();
+                self.commit_batch(writes);
+            }
+            wal_bound.keep(&self);
+        }
+        if self.health.lost().is_none() {
+            match checkpoint(&self.conn, Checkpoint::Truncate, &self.checkpoint_lock) {
+                Ok(done) if done.complete() => tracing::debug!("WAL checkpointed and emptied"),
+                Ok(_) => tracing::warn!("the WAL could not be emptied at shutdown: it was busy"),
+                Err(error) => tracing::warn!(
+                    error = %DisplayChain(&error),
+                    "the WAL could not be emptied at shutdown"
+                ),
             }
         }
-        let mut writes = Vec::with_capacity(batch.len());
-        for command in batch.drain(..) {
-            match command {
-                Command::Write {
-                    write,
-                    deadline,
-                    reply,
-                } => writes.push(Job {
-                    write,
-                    deadline,
-                    reply,
-                }),
-                Command::Prune { reply } => {
-                    let _ = reply.send(prune(&mut conn, retention).map_err(into_error));
+        tracing::debug!("sqlite writer stopped");
+    }
+
+    fn commit_batch(&mut self, jobs: Vec<Job>) {
+        let (jobs, abandoned): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| !j.abandoned());
+        for job in abandoned {
+            let _ = job.reply.send(Err(Error::DeadlineExceeded));
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        if let Some(lost) = self.health.lost() {
+            return fail_all(jobs, &lost);
+        }
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(error) => return fail_all(jobs, &record_failure(&self.health, error)),
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut events = Vec::new();
+        let mut ended_by = None;
+        for (index, job) in jobs.iter().enumerate() {
+            // The lock wait above may have outlived a caller's deadline: check again per write.
+            if job.abandoned() {
+                results.push(Err(Error::DeadlineExceeded));
+                continue;
+            }
+            let applied = tx.savepoint().map_err(into_error).and_then(|savepoint| {
+                let outcome = apply(&savepoint, &job.write)?;
+                savepoint.commit().map_err(into_error)?;
+                Ok(outcome)
+            });
+            match applied {
+                Ok((outcome, event)) => {
+                    events.extend(event);
+                    results.push(Ok(outcome));
+                }
+                Err(error) => {
+                    // Some errors (I/O, full disk, out of memory) make SQLite roll back the
+                    // whole transaction, not just the savepoint: the writes before this one
+                    // are gone too.
+                    if tx.is_autocommit() {
+                        ended_by = Some((index, error));
+                        break;
+                    }
+                    results.push(Err(error));
                 }
             }
         }
-        if !writes.is_empty() {
-            commit_batch(&mut conn, writes, &live, &cache);
+        if let Some((index, error)) = ended_by {
+            // Answer the write that ended the transaction, and apply the others again in a
+            // new one (nothing of theirs was committed), so one bad write fails alone.
+            drop(tx);
+            tracing::error!(
+                error = %DisplayChain(&error),
+                "a write ended its batch's transaction; retrying the rest of the batch"
+            );
+            record_failure(&self.health, CauseText(DisplayChain(&error).to_string()));
+            let mut jobs = jobs;
+            let failed = jobs.remove(index);
+            let _ = failed.reply.send(Err(error));
+            return self.commit_batch(jobs);
+        }
+        if let Err(error) = tx.commit() {
+            tracing::error!(error = %DisplayChain(&error), "committing a batch of writes failed");
+            return fail_all(jobs, &record_failure(&self.health, error));
+        }
+        // The commit is synced to the WAL (synchronous=FULL). It counts only if the WAL and
+        // the database are still the files at the database's path: checked after the sync
+        // and before anyone hears of the commit (callers, watchers, the cache), so no
+        // acknowledgement can come from a file that was deleted or replaced.
+        if let Err(lost) = self.durable_at_path() {
+            return fail_all(jobs, &lost);
+        }
+        // Before any caller hears back, so a read after an acknowledged write sees it.
+        for outcome in results.iter().flatten().filter(|outcome| !outcome.replayed) {
+            self.cache.put(outcome.order.clone());
+        }
+        for event in events {
+            self.live.publish(event);
+        }
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
         }
     }
-    tracing::debug!("sqlite writer stopped");
+
+    /// Whether what was just committed is durable in the files the database's path names;
+    /// records the outcome for the health check either way.
+    fn durable_at_path(&self) -> Result<(), Cause> {
+        match self.files.check() {
+            Ok(_) => {
+                self.health.succeeded();
+                Ok(())
+            }
+            Err(changed) => Err(self.health.lose(changed)),
+        }
+    }
+
+    /// Commits a one-row change to `store_meta`: a real write (a WAL frame and a sync) that
+    /// tells whether writes succeed, without touching any order.
+    fn probe(&mut self) -> Result<(), Error> {
+        if let Some(lost) = self.health.lost() {
+            return Err(unavailable(&lost));
+        }
+        let _busy = self.health.busy();
+        let written = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                tx.execute(
+                    "INSERT INTO store_meta (name, value) VALUES ('write_probe', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    params![UnixMicros::now().0],
+                )?;
+                tx.commit()
+            });
+        match written {
+            Err(error) => Err(unavailable(&record_failure(&self.health, error))),
+            Ok(()) => self.durable_at_path().map_err(|lost| unavailable(&lost)),
+        }
+    }
+
+    fn prune(&mut self) -> Result<(), Error> {
+        if let Some(lost) = self.health.lost() {
+            return Err(unavailable(&lost));
+        }
+        let _busy = self.health.busy();
+        prune(&mut self.conn, self.retention).map_err(into_error)
+    }
+}
+
+/// Keeps the WAL under the writer's limit. The checkpoint thread's PASSIVE checkpoints never
+/// finish while commits keep coming, and SQLite only starts the WAL over once a checkpoint
+/// has caught up: under steady writes it grew by tens of MiB a second. Here, between two
+/// batches, the writer itself runs a TRUNCATE checkpoint once the WAL file is past the limit:
+/// no commit can slip in meanwhile, so it cannot be starved, and it only has to copy what the
+/// background checkpoints have not. TRUNCATE rather than RESTART (which keeps the file for
+/// reuse and measured up to 10 % more creates/s): a WAL holding no spare space makes a full
+/// disk show in the next write, the health check's small probe included; with spare space the
+/// probe succeeded while creates failed.
+#[derive(Default)]
+struct WalBound {
+    /// The last attempt failed (logged once, not after every batch).
+    failing: bool,
+}
+
+impl WalBound {
+    fn keep(&mut self, writer: &Writer) {
+        let wal_bytes = std::fs::metadata(writer.files.wal_path()).map_or(0, |m| m.len());
+        if wal_bytes <= writer.wal_limit_bytes || writer.health.lost().is_some() {
+            return;
+        }
+        let _busy = writer.health.busy();
+        let started = Instant::now();
+        match checkpoint(&writer.conn, Checkpoint::Truncate, &writer.checkpoint_lock) {
+            Ok(done) if done.complete() => {
+                tracing::debug!(
+                    wal_bytes,
+                    copied_pages = done.checkpointed,
+                    took = ?started.elapsed(),
+                    "WAL past its limit: checkpointed and emptied"
+                );
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the WAL is emptied again");
+                }
+            }
+            Ok(_) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(
+                    wal_bytes,
+                    "WAL past its limit but busy (a long read?): it stays until the next try, \
+                     after the next batch"
+                );
+            }
+            Err(error) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(
+                    error = %DisplayChain(&error),
+                    wal_bytes,
+                    "WAL past its limit and its checkpoint failed; trying again after the next batch"
+                );
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
 }
 
 struct Job {
@@ -88,85 +313,34 @@ impl Job {
     }
 }
 
-fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, live: &LiveEvents, cache: &OrderCache) {
-    let (jobs, abandoned): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| !j.abandoned());
-    for job in abandoned {
-        let _ = job.reply.send(Err(Error::DeadlineExceeded));
-    }
-    if jobs.is_empty() {
-        return;
-    }
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(error) => return fail_all(jobs, error),
-    };
-    let mut results = Vec::with_capacity(jobs.len());
-    let mut events = Vec::new();
-    let mut ended_by = None;
-    for (index, job) in jobs.iter().enumerate() {
-        // The lock wait above may have outlived a caller's deadline: check again per write.
-        if job.abandoned() {
-            results.push(Err(Error::DeadlineExceeded));
-            continue;
-        }
-        let applied = tx.savepoint().map_err(into_error).and_then(|savepoint| {
-            let outcome = apply(&savepoint, &job.write)?;
-            savepoint.commit().map_err(into_error)?;
-            Ok(outcome)
-        });
-        match applied {
-            Ok((outcome, event)) => {
-                events.extend(event);
-                results.push(Ok(outcome));
-            }
-            Err(error) => {
-                // Some errors (I/O, full disk, out of memory) make SQLite roll back the whole
-                // transaction, not just the savepoint: the writes before this one are gone too.
-                if tx.is_autocommit() {
-                    ended_by = Some((index, error));
-                    break;
-                }
-                results.push(Err(error));
-            }
-        }
-    }
-    if let Some((index, error)) = ended_by {
-        // Answer the write that ended the transaction, and apply the others again in a new
-        // one (nothing of theirs was committed), so one bad write fails alone.
-        drop(tx);
-        tracing::error!(
-            error = %DisplayChain(&error),
-            "a write ended its batch's transaction; retrying the rest of the batch"
-        );
-        let mut jobs = jobs;
-        let failed = jobs.remove(index);
-        let _ = failed.reply.send(Err(error));
-        return commit_batch(conn, jobs, live, cache);
-    }
-    if let Err(error) = tx.commit() {
-        tracing::error!(error = %error, "committing a batch of writes failed");
-        return fail_all(jobs, error);
-    }
-    // Before any caller hears back, so a read after an acknowledged write sees it.
-    for outcome in results.iter().flatten().filter(|outcome| !outcome.replayed) {
-        cache.put(outcome.order.clone());
-    }
-    for event in events {
-        live.publish(event);
-    }
-    for (job, result) in jobs.into_iter().zip(results) {
-        let _ = job.reply.send(result);
-    }
+/// Records a failed commit for the health check and returns its cause.
+fn record_failure(
+    health: &WriteHealth,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> Cause {
+    let cause: Cause = Arc::new(error);
+    health.failed(Arc::clone(&cause));
+    cause
 }
 
 /// Answers every write of a batch that could not be committed with the same cause.
-fn fail_all(jobs: Vec<Job>, cause: impl std::error::Error + Send + Sync + 'static) {
-    let shared: Arc<dyn std::error::Error + Send + Sync> = Arc::new(cause);
+fn fail_all(jobs: Vec<Job>, cause: &Cause) {
     for job in jobs {
-        let cause = Box::new(SharedCause(Arc::clone(&shared)));
-        let _ = job.reply.send(Err(Error::Unavailable(cause)));
+        let _ = job.reply.send(Err(unavailable(cause)));
     }
 }
+
+/// A cause known only by its text (with its chain already written out).
+#[derive(Debug)]
+struct CauseText(String);
+
+impl std::fmt::Display for CauseText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CauseText {}
 
 /// Applies one write inside the current savepoint: idempotency check, the change, its event,
 /// the idempotency record.
@@ -356,20 +530,4 @@ fn prune(conn: &mut Connection, retention: Retention) -> rusqlite::Result<()> {
         tracing::info!(deleted = deleted_keys, "pruned old idempotency keys");
     }
     tx.commit()
-}
-
-/// One cause reported to every write of a failed batch.
-#[derive(Debug)]
-struct SharedCause(Arc<dyn std::error::Error + Send + Sync>);
-
-impl std::fmt::Display for SharedCause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SharedCause {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
 }
