@@ -9,11 +9,12 @@ use std::time::Duration;
 use support::*;
 use tonic::{Code, Streaming};
 
-async fn watch(
+/// Opens a watch as the reader.
+async fn open(
     server: &TestServer,
     order_id: &str,
     after_sequence: u64,
-) -> Result<Streaming<pb::OrderEvent>, tonic::Status> {
+) -> Result<tonic::Response<Streaming<pb::OrderEvent>>, tonic::Status> {
     let mut client = server.client().await;
     client
         .watch_orders(authed(
@@ -24,6 +25,15 @@ async fn watch(
             READER,
         ))
         .await
+}
+
+async fn watch(
+    server: &TestServer,
+    order_id: &str,
+    after_sequence: u64,
+) -> Result<Streaming<pb::OrderEvent>, tonic::Status> {
+    open(server, order_id, after_sequence)
+        .await
         .map(tonic::Response::into_inner)
 }
 
@@ -33,17 +43,7 @@ async fn watch_from(
     order_id: &str,
     after_sequence: u64,
 ) -> (Streaming<pb::OrderEvent>, u64) {
-    let mut client = server.client().await;
-    let response = client
-        .watch_orders(authed(
-            pb::WatchOrdersRequest {
-                order_id: order_id.into(),
-                after_sequence,
-            },
-            READER,
-        ))
-        .await
-        .unwrap();
+    let response = open(server, order_id, after_sequence).await.unwrap();
     let from = response
         .metadata()
         .get("orders-watch-from")
