@@ -4,6 +4,7 @@
 
 use crate::grpc::auth::{TokenSet, TokensFileError};
 use crate::store::{Retention, StoreOptions};
+use crate::tls::{TlsError, TlsFiles};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +116,20 @@ pub struct ServeArgs {
     /// (keep it below the process's file limit, `ulimit -n`).
     #[arg(long, env = "ORDER_SERVICE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// PEM certificate chain (the server's certificate first): serve gRPC over TLS, ALPN h2.
+    /// Needs --tls-key.
+    #[arg(long, env = "ORDER_SERVICE_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    #[arg(long, env = "ORDER_SERVICE_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mutual TLS). Needs TLS.
+    #[arg(long, env = "ORDER_SERVICE_TLS_CLIENT_CA", value_name = "PATH", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes (SIGHUP reloads them at once).
+    #[arg(long, env = "ORDER_SERVICE_TLS_RELOAD_INTERVAL", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
 }
 
 /// Where the data lives.
@@ -155,6 +170,19 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// See [`ServeArgs::max_connections`].
     pub max_connections: usize,
+    /// TLS, when the listener serves it.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The listener's TLS: its files and the configuration read from them at start-up.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Where the certificate, key and client CA are (read again on reload).
+    pub files: TlsFiles,
+    /// The configuration built from them, checked before anything is bound.
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+    /// See [`ServeArgs::tls_reload_interval`].
+    pub reload_interval: Duration,
 }
 
 /// A setting that cannot be used.
@@ -169,6 +197,9 @@ pub enum ConfigError {
     /// The tokens file is unusable.
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The database URL is not understood.
     #[error("ORDER_SERVICE_DATABASE_URL {url:?}: {problem}")]
     DatabaseUrl {
@@ -230,6 +261,27 @@ impl ServeArgs {
                 problem: "must be longer than zero".into(),
             });
         }
+        if self.tls_reload_interval.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "ORDER_SERVICE_TLS_RELOAD_INTERVAL",
+                problem: "must be longer than zero".into(),
+            });
+        }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca,
+                };
+                Some(TlsSettings {
+                    config: crate::tls::load(&files)?,
+                    files,
+                    reload_interval: self.tls_reload_interval,
+                })
+            }
+            _ => None,
+        };
         Ok(Settings {
             addr: self.addr,
             database,
@@ -254,6 +306,7 @@ impl ServeArgs {
             keepalive_interval: self.keepalive_interval,
             handshake_timeout: self.handshake_timeout,
             max_connections: positive("ORDER_SERVICE_MAX_CONNECTIONS", self.max_connections)?,
+            tls,
         })
     }
 }

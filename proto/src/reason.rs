@@ -47,3 +47,5 @@ pub const TOO_MANY_WATCHERS: &str = "TOO_MANY_WATCHERS";
 pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
 /// `UNAVAILABLE`: the server is shutting down; resume on another replica or after the restart.
 pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+/// `UNAUTHENTICATED`: no token, and the client certificate is not mapped to a principal.
+pub const UNKNOWN_CLIENT_CERTIFICATE: &str = "UNKNOWN_CLIENT_CERTIFICATE";

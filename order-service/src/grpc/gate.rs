@@ -10,6 +10,7 @@ use super::auth::{PROTECTED_PREFIX, TokenSet};
 use super::codec_refusal;
 use super::context::CallDeadline;
 use super::deadline::CallDeadlines;
+use super::peer::PeerCertificate;
 use super::wire::{Body, error_response};
 use futures::future::BoxFuture;
 use std::convert::Infallible;
@@ -81,7 +82,9 @@ where
             |status| -> Self::Future { Box::pin(std::future::ready(Ok(error_response(status)))) };
         if let Some(method) = request.uri().path().strip_prefix(PROTECTED_PREFIX) {
             let header = request.headers().get(http::header::AUTHORIZATION);
-            match self.policy.tokens.authorize(header, method) {
+            // Put there by the accept loop for the connection's verified client certificate.
+            let certificate = request.extensions().get::<PeerCertificate>();
+            match self.policy.tokens.authorize_call(header, certificate, method) {
                 Ok(principal) => {
                     order_status_telemetry::grpc::record_principal(
                         request.extensions(),

@@ -12,5 +12,6 @@ pub mod deadline;
 pub mod error;
 pub mod gate;
 pub mod orders;
+pub mod peer;
 pub mod watch;
 pub mod wire;
