@@ -118,13 +118,28 @@ pub struct ServeArgs {
     pub max_connections: usize,
     /// PEM certificate chain (the server's certificate first): serve gRPC over TLS, ALPN h2.
     /// Needs --tls-key.
-    #[arg(long, env = "ORDER_SERVICE_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the TLS certificate.
-    #[arg(long, env = "ORDER_SERVICE_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle: require client certificates signed by it (mutual TLS). Needs TLS.
-    #[arg(long, env = "ORDER_SERVICE_TLS_CLIENT_CA", value_name = "PATH", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_TLS_CLIENT_CA",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
     pub tls_client_ca: Option<PathBuf>,
     /// How often the TLS files are checked for changes (SIGHUP reloads them at once).
     #[arg(long, env = "ORDER_SERVICE_TLS_RELOAD_INTERVAL", default_value = "5s",

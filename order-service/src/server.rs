@@ -204,15 +204,13 @@ impl Connection {
             .peer_certificates()
             .and_then(<[_]>::first)
             .and_then(PeerCertificate::from_der);
-        let service = tower::util::MapRequest::new(
-            service,
-            move |mut request: http::Request<Incoming>| {
+        let service =
+            tower::util::MapRequest::new(service, move |mut request: http::Request<Incoming>| {
                 if let Some(certificate) = &certificate {
                     request.extensions_mut().insert(certificate.clone());
                 }
                 request
-            },
-        );
+            });
         let exchange = Exchange {
             http2,
             peer,

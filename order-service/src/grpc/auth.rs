@@ -509,7 +509,11 @@ mod tests {
         let tokens = with_client_certs();
         let billing = certificate(&["spiffe://example.org/billing"], &[]);
         let principal = tokens
-            .authorize_call(Some(&bearer("Bearer w-token")), Some(&billing), "CreateOrder")
+            .authorize_call(
+                Some(&bearer("Bearer w-token")),
+                Some(&billing),
+                "CreateOrder",
+            )
             .unwrap();
         assert_eq!(principal.as_str(), "writer");
         let unknown = tokens
@@ -517,7 +521,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(unknown.code(), Code::Unauthenticated);
 
-        let stranger = certificate(&["spiffe://example.org/stranger"], &["billing.internal.evil"]);
+        let stranger = certificate(
+            &["spiffe://example.org/stranger"],
+            &["billing.internal.evil"],
+        );
         let refused = tokens
             .authorize_call(None, Some(&stranger), "GetOrder")
             .unwrap_err();
@@ -539,7 +546,12 @@ mod tests {
         let twice = "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\ndns_san = \"a\"\n\
                      [[client_cert]]\nprincipal = \"q\"\nscopes = [\"orders.read\"]\ndns_san = \"A\"\n";
         assert!(TokenSet::parse(twice, "t.toml").is_err());
-        let alone = "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\ndns_san = \"a\"\n";
-        assert!(TokenSet::parse(alone, "t.toml").unwrap().maps_client_certificates());
+        let alone =
+            "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\ndns_san = \"a\"\n";
+        assert!(
+            TokenSet::parse(alone, "t.toml")
+                .unwrap()
+                .maps_client_certificates()
+        );
     }
 }

@@ -84,7 +84,11 @@ where
             let header = request.headers().get(http::header::AUTHORIZATION);
             // Put there by the accept loop for the connection's verified client certificate.
             let certificate = request.extensions().get::<PeerCertificate>();
-            match self.policy.tokens.authorize_call(header, certificate, method) {
+            match self
+                .policy
+                .tokens
+                .authorize_call(header, certificate, method)
+            {
                 Ok(principal) => {
                     order_status_telemetry::grpc::record_principal(
                         request.extensions(),

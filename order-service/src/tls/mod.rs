@@ -110,15 +110,13 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for certificate in read_certificates("ORDER_SERVICE_TLS_CLIENT_CA", path)? {
-                roots
-                    .add(certificate)
-                    .map_err(|source| TlsError::Rustls {
-                        what: format!(
-                            "ORDER_SERVICE_TLS_CLIENT_CA {}: a certificate is not a usable CA",
-                            path.display()
-                        ),
-                        source,
-                    })?;
+                roots.add(certificate).map_err(|source| TlsError::Rustls {
+                    what: format!(
+                        "ORDER_SERVICE_TLS_CLIENT_CA {}: a certificate is not a usable CA",
+                        path.display()
+                    ),
+                    source,
+                })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
@@ -129,17 +127,16 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config =
-        builder
-            .with_single_cert(chain, key)
-            .map_err(|source| TlsError::Rustls {
-                what: format!(
-                    "ORDER_SERVICE_TLS_CERT {} with ORDER_SERVICE_TLS_KEY {}: not a usable pair",
-                    files.cert.display(),
-                    files.key.display()
-                ),
-                source,
-            })?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Rustls {
+            what: format!(
+                "ORDER_SERVICE_TLS_CERT {} with ORDER_SERVICE_TLS_KEY {}: not a usable pair",
+                files.cert.display(),
+                files.key.display()
+            ),
+            source,
+        })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }

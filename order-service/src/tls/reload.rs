@@ -121,18 +121,22 @@ impl Reloader {
 /// The stamps of the certificate, key and client CA files (`None` for one that cannot be
 /// looked at: its coming back is a change too).
 fn stamps(files: &TlsFiles) -> Vec<Option<FileStamp>> {
-    [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|path| {
-            let metadata = std::fs::metadata(path).ok()?;
-            Some(FileStamp {
-                device: metadata.dev(),
-                inode: metadata.ino(),
-                size: metadata.size(),
-                modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
-                    + i128::from(metadata.mtime_nsec()),
-            })
+    [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|path| {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
+                + i128::from(metadata.mtime_nsec()),
         })
-        .collect()
+    })
+    .collect()
 }

@@ -71,6 +71,25 @@ pub struct CommonArgs {
         value_name = "PATH"
     )]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// For https:// endpoints that require mutual TLS: a PEM file of the client certificate
+    /// (chain) to present. Needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "STATUS_CLIENT_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "STATUS_CLIENT_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
     /// Deadline of one call, all retries included (e.g. 2s, 500ms); in `serve`, the longest a
     /// request may take.
     #[arg(long, global = true, env = "STATUS_CLIENT_TIMEOUT", default_value = "5s", value_parser = settings::parse_timeout)]

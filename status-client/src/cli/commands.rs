@@ -87,6 +87,14 @@ pub(crate) fn settings_for(common: &CommonArgs) -> anyhow::Result<Settings> {
             .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
         settings = settings.with_ca_certificate(pem);
     }
+    if let (Some(cert), Some(key)) = (&common.client_cert, &common.client_key) {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the {what} {}", path.display()))
+        };
+        settings = settings
+            .with_client_identity(read("client certificate", cert)?, read("client key", key)?);
+    }
     Ok(settings)
 }
 
