@@ -4,8 +4,8 @@
 
 use crate::grpc::auth::{TokenSet, TokensFileError};
 use crate::store::{Retention, StoreOptions};
-use crate::tls::{TlsError, TlsFiles};
 use clap::{ArgAction, Args, Parser, Subcommand};
+use order_status_tls::{SettingNames, TlsError, TlsFiles};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -233,6 +233,13 @@ pub enum ConfigError {
     },
 }
 
+/// The variables that name the TLS files, for messages about them.
+const TLS_SETTING_NAMES: SettingNames = SettingNames {
+    cert: "ORDER_SERVICE_TLS_CERT",
+    key: "ORDER_SERVICE_TLS_KEY",
+    client_ca: "ORDER_SERVICE_TLS_CLIENT_CA",
+};
+
 /// Shortest idempotency key retention the contract allows.
 const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -288,9 +295,11 @@ impl ServeArgs {
                     cert,
                     key,
                     client_ca: self.tls_client_ca,
+                    alpn: order_status_tls::ALPN_H2,
+                    settings: TLS_SETTING_NAMES,
                 };
                 Some(TlsSettings {
-                    config: crate::tls::load(&files)?,
+                    config: order_status_tls::load(&files)?,
                     files,
                     reload_interval: self.tls_reload_interval,
                 })

@@ -15,4 +15,3 @@ pub mod observability;
 pub mod server;
 pub mod startup;
 pub mod store;
-pub mod tls;

@@ -15,6 +15,8 @@ const DEFAULT_LOG_FILTER: &str = "warn,status_client=info";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // ring, the workspace's one crypto provider, for every TLS configuration of the process.
+    order_status_tls::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

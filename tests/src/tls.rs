@@ -1,7 +1,7 @@
 //! Certificates for the TLS tests, made with the `openssl` command line in a test's own
 //! directory: a CA, server certificates for 127.0.0.1, and client certificates carrying a URI or
 //! DNS subject alternative name. Plus a bare TLS client that reports what a server presents
-//! (its certificate and the negotiated ALPN protocol).
+//! (its certificate and the negotiated ALPN protocol), and an HTTPS request for the gateway.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -185,6 +188,71 @@ fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TLS client configuration trusting `ca`, presenting `client` when given, offering `alpn`.
+fn client_config(
+    ca: &Path,
+    client: Option<&Issued>,
+    alpn: &[&[u8]],
+) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca)? {
+        roots.add(certificate?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(issued) => builder.with_client_auth_cert(
+            vec![issued.cert_der()],
+            rustls::pki_types::PrivateKeyDer::from_pem_file(&issued.key)?,
+        )?,
+    };
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(config)
+}
+
+/// Sends one HTTP/1.1 request over a new TLS connection to `addr`, trusting `ca`.
+pub async fn https_request(
+    addr: SocketAddr,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<crate::status_client_process::HttpResponse> {
+    let config = client_config(ca, None, &[b"http/1.1"])?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .context("TLS handshake")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(crate::status_client_process::HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec())?,
+    })
+}
+
 /// What a TLS server presented to a fresh connection.
 #[derive(Debug)]
 pub struct Presented {
@@ -202,22 +270,7 @@ pub async fn handshake(
     ca: &Path,
     client: Option<&Issued>,
 ) -> anyhow::Result<Presented> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(ca)? {
-        roots.add(certificate?)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let mut config = match client {
-        None => builder.with_no_client_auth(),
-        Some(issued) => builder.with_client_auth_cert(
-            vec![issued.cert_der()],
-            rustls::pki_types::PrivateKeyDer::from_pem_file(&issued.key)?,
-        )?,
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = client_config(ca, client, &[b"h2", b"http/1.1"])?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let stream = connector

@@ -126,7 +126,32 @@ pub enum Command {
         /// Connection and stream limits of the HTTP service.
         #[command(flatten)]
         limits: ServeLimitArgs,
+        /// HTTPS instead of HTTP.
+        #[command(flatten)]
+        tls: ServeTlsArgs,
     },
+}
+
+/// The certificate `serve` answers HTTPS with (plain HTTP without one).
+#[derive(Debug, Clone, Args)]
+pub struct ServeTlsArgs {
+    /// PEM certificate chain: serve HTTPS instead of HTTP. Needs --http-tls-key. Read again on
+    /// SIGHUP and when the file changes.
+    #[arg(
+        long,
+        env = "STATUS_CLIENT_HTTP_TLS_CERT",
+        value_name = "PATH",
+        requires = "http_tls_key"
+    )]
+    pub http_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(
+        long,
+        env = "STATUS_CLIENT_HTTP_TLS_KEY",
+        value_name = "PATH",
+        requires = "http_tls_cert"
+    )]
+    pub http_tls_key: Option<std::path::PathBuf>,
 }
 
 /// What `serve` allows one HTTP connection and one caller, so that no caller can hold more

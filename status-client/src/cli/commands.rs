@@ -24,8 +24,12 @@ use crate::settings::Settings;
 pub async fn run(cli: Cli, metrics: Option<PrometheusExposition>) -> ExitCode {
     let Cli { common, command } = cli;
     let command = match command {
-        Command::Serve { http_addr, limits } => {
-            return crate::serve::run_from_cli(&common, http_addr, &limits, metrics).await;
+        Command::Serve {
+            http_addr,
+            limits,
+            tls,
+        } => {
+            return crate::serve::run_from_cli(&common, http_addr, &limits, &tls, metrics).await;
         }
         Command::Call(command) => command,
     };

@@ -9,8 +9,8 @@ use std::time::Duration;
 use order_status_tests::order_service_process::{
     OrderServiceProcess, READER_TOKEN, WRITER_TOKEN, workspace_binary,
 };
-use order_status_tests::status_client_process::StatusClientCli;
-use order_status_tests::tls::{Issued, TestCa, handshake};
+use order_status_tests::status_client_process::{ServeProcess, StatusClientCli};
+use order_status_tests::tls::{Issued, TestCa, handshake, https_request};
 use orders_proto::v1::{CreateOrderRequest, LineItem};
 use status_client::retry::RetryPolicy;
 use status_client::{CallOptions, Client, Settings};
@@ -554,4 +554,112 @@ async fn grpcurl_lists_and_calls_over_tls_and_mutual_tls() {
         !without_certificate.status.success(),
         "{without_certificate:?}"
     );
+}
+
+#[tokio::test]
+async fn the_gateway_serves_https_in_front_of_order_service_over_mutual_tls() {
+    let pki = Pki::new();
+    let server = pki.start(true, &[]).await;
+    // The gateway's own certificate, toward order-service: valid, and mapped to no principal,
+    // so every call acts as the caller's token says.
+    let gateway_identity = pki.client("gateway", "URI:spiffe://order-status.test/gateway");
+    let gateway_cert = pki.ca.server("gateway-https").unwrap();
+    let gateway = ServeProcess::start_with(
+        StatusClientCli::new(server.url(), None)
+            .env("STATUS_CLIENT_CA_CERT", path(pki.ca.cert()))
+            .env("STATUS_CLIENT_CLIENT_CERT", path(&gateway_identity.cert))
+            .env("STATUS_CLIENT_CLIENT_KEY", path(&gateway_identity.key))
+            .env("STATUS_CLIENT_HTTP_TLS_CERT", path(&gateway_cert.cert))
+            .env("STATUS_CLIENT_HTTP_TLS_KEY", path(&gateway_cert.key)),
+    )
+    .await
+    .unwrap();
+
+    let auth = format!("Bearer {WRITER_TOKEN}");
+    let body = r#"{"customerId":"via-https","currency":"EUR","items":[{"sku":"BOOK","quantity":2,"unitPriceCents":1250}]}"#;
+    let created = https_request(
+        gateway.addr(),
+        pki.ca.cert(),
+        "POST",
+        "/v1/orders",
+        &[("authorization", &auth)],
+        Some(body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json().unwrap()["orderId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = https_request(
+        gateway.addr(),
+        pki.ca.cert(),
+        "GET",
+        &format!("/v1/orders/{id}"),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json().unwrap()["customerId"], "via-https");
+
+    // Without a token the gateway's certificate alone is no one.
+    let anonymous = https_request(
+        gateway.addr(),
+        pki.ca.cert(),
+        "GET",
+        &format!("/v1/orders/{id}"),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+
+    // Plain HTTP to the HTTPS port gets no answer.
+    let plain = order_status_tests::status_client_process::http_request(
+        gateway.addr(),
+        "GET",
+        "/healthz",
+        &[],
+        None,
+    )
+    .await;
+    assert!(plain.is_err(), "{plain:?}");
+}
+
+#[tokio::test]
+async fn the_gateway_closes_a_connection_that_never_starts_its_handshake() {
+    let pki = Pki::new();
+    let server = pki.start(false, &[]).await;
+    let gateway_cert = pki.ca.server("gateway-https").unwrap();
+    let gateway = ServeProcess::start_with(
+        StatusClientCli::new(server.url(), None)
+            .env("STATUS_CLIENT_CA_CERT", path(pki.ca.cert()))
+            .env("STATUS_CLIENT_HTTP_TLS_CERT", path(&gateway_cert.cert))
+            .env("STATUS_CLIENT_HTTP_TLS_KEY", path(&gateway_cert.key))
+            .env("STATUS_CLIENT_HEADER_READ_TIMEOUT", "4s"),
+    )
+    .await
+    .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .unwrap();
+
+    let health = tokio::time::timeout(
+        Duration::from_secs(2),
+        https_request(gateway.addr(), pki.ca.cert(), "GET", "/healthz", &[], None),
+    )
+    .await
+    .expect("a silent connection held up another client")
+    .unwrap();
+    assert_eq!(health.status, 200, "{}", health.body);
+
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buffer))
+        .await
+        .expect("the gateway kept a silent connection open past its header-read timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }

@@ -6,7 +6,7 @@
 //! the previous configuration stays in use.
 
 use super::{TlsFiles, load};
-use crate::error_chain::DisplayChain;
+use order_status_telemetry::DisplayChain;
 use rustls::ServerConfig;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -23,6 +23,11 @@ impl CurrentConfig {
     /// The configuration in use now.
     pub fn get(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.0.borrow())
+    }
+
+    /// A configuration that never changes (no [`Reloader`] behind it).
+    pub fn fixed(config: Arc<ServerConfig>) -> Self {
+        CurrentConfig(watch::channel(config).1)
     }
 }
 
@@ -47,7 +52,8 @@ struct FileStamp {
 }
 
 impl Reloader {
-    /// Starts from `initial` (built from `files` at start-up). Installs the SIGHUP handler
+    /// Starts from `initial` (built from `files` at start-up), checking the files every
+    /// `poll_interval`. Installs the SIGHUP handler
     /// now, so that a SIGHUP that comes right after start-up reloads instead of killing the
     /// process (SIGHUP's default).
     pub fn new(

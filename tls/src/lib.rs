@@ -1,7 +1,6 @@
-//! TLS for the gRPC listener: the PEM files named by `ORDER_SERVICE_TLS_CERT`, `_KEY` and
-//! `_CLIENT_CA` turned into a rustls server configuration (ALPN `h2` only, client certificates
-//! required when a client CA is given), and kept current when the files are renewed
-//! ([`reload`]).
+//! TLS termination shared by order-service's gRPC listener and the status-client gateway's
+//! HTTPS listener: PEM files (certificate chain, key, optionally a client CA) turned into a
+//! rustls server configuration, and kept current when the files are renewed ([`reload`]).
 //!
 //! Every configuration is built with ring, named explicitly: it is the one crypto provider
 //! linked into this workspace (tonic's `tls-ring`), and rustls refuses to guess when two are.
@@ -16,11 +15,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The only application protocol served: gRPC is HTTP/2, and grpc-go ≥ 1.67 refuses a server
-/// that does not say so in ALPN.
+/// ALPN `h2`: gRPC is HTTP/2, and grpc-go ≥ 1.67 refuses a server that does not say so.
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN `http/1.1`, what the gateway serves.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// The files a TLS listener is configured from.
+/// The files a TLS listener is configured from, and what to call them in messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// PEM certificate chain, the server's own certificate first.
@@ -29,6 +29,21 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// PEM CA bundle; when set, every client must present a certificate signed by it.
     pub client_ca: Option<PathBuf>,
+    /// The only application protocol offered in ALPN.
+    pub alpn: &'static [u8],
+    /// The settings (variables) that name the files, for messages.
+    pub settings: SettingNames,
+}
+
+/// The names of the settings that point at the TLS files, so that a message says which to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingNames {
+    /// The certificate chain's.
+    pub cert: &'static str,
+    /// The key's.
+    pub key: &'static str,
+    /// The client CA's.
+    pub client_ca: &'static str,
 }
 
 /// Why TLS files cannot be used; the message names the setting and the file.
@@ -37,7 +52,7 @@ pub enum TlsError {
     /// A file could not be read.
     #[error("{setting} {path}: cannot read it")]
     Read {
-        /// The variable that names the file.
+        /// The setting that names the file.
         setting: &'static str,
         /// The file.
         path: PathBuf,
@@ -48,7 +63,7 @@ pub enum TlsError {
     /// A file holds no usable PEM item of the kind expected.
     #[error("{setting} {path}: {problem}")]
     Content {
-        /// The variable that names the file.
+        /// The setting that names the file.
         setting: &'static str,
         /// The file.
         path: PathBuf,
@@ -65,8 +80,10 @@ pub enum TlsError {
         source: rustls::Error,
     },
     /// The client CA bundle does not make a usable verifier.
-    #[error("ORDER_SERVICE_TLS_CLIENT_CA {path}: cannot verify client certificates with it")]
+    #[error("{setting} {path}: cannot verify client certificates with it")]
     ClientVerifier {
+        /// The setting that names the file.
+        setting: &'static str,
         /// The file.
         path: PathBuf,
         /// rustls's reason.
@@ -75,26 +92,25 @@ pub enum TlsError {
     },
 }
 
-/// The crypto provider of every TLS configuration in this process.
+/// The crypto provider of every TLS configuration in this workspace.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Makes ring the process-wide default provider too, for any rustls user that does not name
-/// one (the OTLP exporter's channel, for one). Harmless when already installed.
+/// one. Harmless when already installed.
 pub fn install_crypto_provider() {
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Reads the files and builds the server configuration: certificate chain and key (which must
-/// match), ALPN `h2`, and a client certificate verifier when a client CA is given.
+/// match), the ALPN protocol, and a client certificate verifier when a client CA is given.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    const CERT: &str = "ORDER_SERVICE_TLS_CERT";
-    const KEY: &str = "ORDER_SERVICE_TLS_KEY";
-    let chain = read_certificates(CERT, &files.cert)?;
-    let key_pem = read(KEY, &files.key)?;
+    let names = files.settings;
+    let chain = read_certificates(names.cert, &files.cert)?;
+    let key_pem = read(names.key, &files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| TlsError::Content {
-        setting: KEY,
+        setting: names.key,
         path: files.key.clone(),
         problem: format!("no private key in it ({error})"),
     })?;
@@ -109,10 +125,11 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for certificate in read_certificates("ORDER_SERVICE_TLS_CLIENT_CA", path)? {
+            for certificate in read_certificates(names.client_ca, path)? {
                 roots.add(certificate).map_err(|source| TlsError::Rustls {
                     what: format!(
-                        "ORDER_SERVICE_TLS_CLIENT_CA {}: a certificate is not a usable CA",
+                        "{} {}: a certificate is not a usable CA",
+                        names.client_ca,
                         path.display()
                     ),
                     source,
@@ -121,6 +138,7 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|source| TlsError::ClientVerifier {
+                    setting: names.client_ca,
                     path: path.clone(),
                     source,
                 })?;
@@ -131,13 +149,15 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(chain, key)
         .map_err(|source| TlsError::Rustls {
             what: format!(
-                "ORDER_SERVICE_TLS_CERT {} with ORDER_SERVICE_TLS_KEY {}: not a usable pair",
+                "{} {} with {} {}: not a usable pair",
+                names.cert,
                 files.cert.display(),
+                names.key,
                 files.key.display()
             ),
             source,
         })?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = vec![files.alpn.to_vec()];
     Ok(Arc::new(config))
 }
 
