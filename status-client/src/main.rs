@@ -10,8 +10,8 @@ use status_client::cli::{Cli, run};
 
 /// The log filter when `RUST_LOG` is unset: a one-shot command keeps stderr for its own
 /// errors, so other crates only show warnings; status-client's own `info` lines (e.g. a watch
-/// resuming, serve starting) still show.
-const DEFAULT_LOG_FILTER: &str = "warn,status_client=info";
+/// resuming, serve starting) still show, and so do `serve`'s TLS reloads.
+const DEFAULT_LOG_FILTER: &str = "warn,status_client=info,order_status_tls=info";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
