@@ -663,3 +663,51 @@ async fn the_gateway_closes_a_connection_that_never_starts_its_handshake() {
         .expect("the gateway kept a silent connection open past its header-read timeout");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+#[tokio::test]
+async fn the_gateway_serves_a_renewed_certificate_after_sighup() {
+    let pki = Pki::new();
+    let server = pki.start(false, &[]).await;
+    let served = tempfile::tempdir().unwrap();
+    let (cert, key) = (served.path().join("tls.crt"), served.path().join("tls.key"));
+    let first = pki.ca.server("gateway-first").unwrap();
+    replace_file(&first.cert, &cert);
+    replace_file(&first.key, &key);
+    let gateway = ServeProcess::start_with(
+        StatusClientCli::new(server.url(), None)
+            .env("STATUS_CLIENT_CA_CERT", path(pki.ca.cert()))
+            .env("STATUS_CLIENT_HTTP_TLS_CERT", path(&cert))
+            .env("STATUS_CLIENT_HTTP_TLS_KEY", path(&key)),
+    )
+    .await
+    .unwrap();
+    let presented = handshake(gateway.addr(), pki.ca.cert(), None)
+        .await
+        .unwrap();
+    assert_eq!(presented.certificate, first.cert_der());
+    assert_eq!(presented.alpn.as_deref(), Some(&b"http/1.1"[..]));
+
+    let renewed = pki.ca.server("gateway-renewed").unwrap();
+    replace_file(&renewed.key, &key);
+    replace_file(&renewed.cert, &cert);
+    gateway.reload().unwrap();
+    // Readiness: new connections see the renewed certificate once the reload is done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let presented = handshake(gateway.addr(), pki.ca.cert(), None)
+            .await
+            .unwrap();
+        if presented.certificate == renewed.cert_der() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway kept its old certificate after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = https_request(gateway.addr(), pki.ca.cert(), "GET", "/healthz", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200, "{}", health.body);
+}
