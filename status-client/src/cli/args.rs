@@ -312,6 +312,20 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_needs_its_key_and_the_other_way_round() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["status-client"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["get", "x"]);
+            Cli::try_parse_from(argv)
+        };
+        assert!(parse(&["--client-cert", "c.pem"]).is_err());
+        assert!(parse(&["--client-key", "c.key"]).is_err());
+        let both = parse(&["--client-cert", "c.pem", "--client-key", "c.key"]).unwrap();
+        assert!(both.common.client_cert.is_some() && both.common.client_key.is_some());
+    }
+
+    #[test]
     fn line_items_parse() {
         let item = parse_line_item("BOOK:2:1250").unwrap();
         assert_eq!(
