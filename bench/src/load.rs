@@ -32,8 +32,10 @@ pub struct LoadSettings {
 /// Where the load goes and the credentials it carries.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http://IP:PORT`.
+    /// `http://IP:PORT`, or `https://IP:PORT` for TLS.
     pub url: String,
+    /// For `https://`: the CA certificate (PEM) that vouches for the server.
+    pub ca_certificate_pem: Option<Vec<u8>>,
     /// `Bearer <token>`, sent on every call to every target (the bare server ignores it) so
     /// the requests on the wire are the same.
     pub authorization: MetadataValue<Ascii>,
@@ -133,7 +135,7 @@ pub async fn run(
 ) -> anyhow::Result<LoadResult> {
     let mut channels = Vec::with_capacity(settings.connections);
     for _ in 0..settings.connections {
-        channels.push(connect(&target.url).await?);
+        channels.push(connect(target).await?);
     }
     let start = Instant::now() + settings.warmup;
     let end = start + settings.measure;
@@ -178,7 +180,7 @@ pub async fn seed_orders(
     deadline: Duration,
 ) -> anyhow::Result<Vec<String>> {
     const PARALLEL: usize = 32;
-    let channel = connect(&target.url).await?;
+    let channel = connect(target).await?;
     let mut tasks = JoinSet::new();
     for task in 0..PARALLEL {
         let mut call = Caller {
@@ -206,8 +208,14 @@ pub async fn seed_orders(
     Ok(ids)
 }
 
-async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true);
+async fn connect(target: &Target) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(target.url.clone())?.tcp_nodelay(true);
+    if let Some(pem) = &target.ca_certificate_pem {
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
     Ok(endpoint.connect().await?)
 }
 

@@ -31,6 +31,7 @@ async fn bare_target() -> Target {
     );
     Target {
         url: format!("http://{addr}"),
+        ca_certificate_pem: None,
         authorization: "Bearer not-checked".parse().unwrap(),
         server_pid: std::process::id(),
     }
@@ -73,6 +74,7 @@ async fn a_server_that_is_gone_fails_to_connect() {
     drop(listener);
     let target = Target {
         url: format!("http://{addr}"),
+        ca_certificate_pem: None,
         authorization: "Bearer x".parse().unwrap(),
         server_pid: std::process::id(),
     };

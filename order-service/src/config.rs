@@ -5,6 +5,7 @@
 use crate::grpc::auth::{TokenSet, TokensFileError};
 use crate::store::{DEFAULT_WAL_LIMIT_BYTES, Retention, StoreOptions};
 use clap::{ArgAction, Args, Parser, Subcommand};
+use order_status_tls::{SettingNames, TlsError, TlsFiles};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -119,6 +120,35 @@ pub struct ServeArgs {
     /// between two batches of writes (so sustained writes cannot grow it without bound).
     #[arg(long, env = "ORDER_SERVICE_WAL_LIMIT_BYTES", default_value_t = DEFAULT_WAL_LIMIT_BYTES)]
     pub wal_limit_bytes: u64,
+    /// PEM certificate chain (the server's certificate first): serve gRPC over TLS, ALPN h2.
+    /// Needs --tls-key.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mutual TLS). Needs TLS.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_TLS_CLIENT_CA",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes (SIGHUP reloads them at once).
+    #[arg(long, env = "ORDER_SERVICE_TLS_RELOAD_INTERVAL", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
 }
 
 /// Where the data lives.
@@ -161,6 +191,19 @@ pub struct Settings {
     pub max_connections: usize,
     /// See [`ServeArgs::wal_limit_bytes`].
     pub wal_limit_bytes: u64,
+    /// TLS, when the listener serves it.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The listener's TLS: its files and the configuration read from them at start-up.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Where the certificate, key and client CA are (read again on reload).
+    pub files: TlsFiles,
+    /// The configuration built from them, checked before anything is bound.
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+    /// See [`ServeArgs::tls_reload_interval`].
+    pub reload_interval: Duration,
 }
 
 /// A setting that cannot be used.
@@ -175,6 +218,9 @@ pub enum ConfigError {
     /// The tokens file is unusable.
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The database URL is not understood.
     #[error("ORDER_SERVICE_DATABASE_URL {url:?}: {problem}")]
     DatabaseUrl {
@@ -192,6 +238,13 @@ pub enum ConfigError {
         problem: String,
     },
 }
+
+/// The variables that name the TLS files, for messages about them.
+const TLS_SETTING_NAMES: SettingNames = SettingNames {
+    cert: "ORDER_SERVICE_TLS_CERT",
+    key: "ORDER_SERVICE_TLS_KEY",
+    client_ca: "ORDER_SERVICE_TLS_CLIENT_CA",
+};
 
 /// Shortest idempotency key retention the contract allows.
 const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -242,6 +295,29 @@ impl ServeArgs {
                 problem: "must be at least 1".into(),
             });
         }
+        if self.tls_reload_interval.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "ORDER_SERVICE_TLS_RELOAD_INTERVAL",
+                problem: "must be longer than zero".into(),
+            });
+        }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca,
+                    alpn: order_status_tls::ALPN_H2,
+                    settings: TLS_SETTING_NAMES,
+                };
+                Some(TlsSettings {
+                    config: order_status_tls::load(&files)?,
+                    files,
+                    reload_interval: self.tls_reload_interval,
+                })
+            }
+            _ => None,
+        };
         Ok(Settings {
             addr: self.addr,
             database,
@@ -267,6 +343,7 @@ impl ServeArgs {
             handshake_timeout: self.handshake_timeout,
             max_connections: positive("ORDER_SERVICE_MAX_CONNECTIONS", self.max_connections)?,
             wal_limit_bytes: self.wal_limit_bytes,
+            tls,
         })
     }
 }

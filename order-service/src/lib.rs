@@ -1,5 +1,6 @@
 //! order-service: the system of record for orders and their status, served over gRPC
-//! (`orders.v1.OrderService`) with token auth, deadlines, health and reflection.
+//! (`orders.v1.OrderService`) with token auth, deadlines, health and reflection, over plaintext
+//! HTTP/2 or TLS (optionally mutual).
 //!
 //! The binary is a thin wrapper around [`startup::Application`]; tests build the same
 //! application on port 0.

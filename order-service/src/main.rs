@@ -44,6 +44,8 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Before any TLS configuration is built, by us or a library.
+    order_status_tls::install_crypto_provider();
     let settings = match cli.serve.into_settings() {
         Ok(settings) => settings,
         Err(error) => {

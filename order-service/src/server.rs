@@ -5,12 +5,15 @@
 //!
 //! The loop itself only accepts, counts and spawns: everything done for one connection (socket
 //! options, the handshake under its deadline, serving) runs in that connection's own task, so a
-//! slow or silent client can never hold up the others.
+//! slow or silent client can never hold up the others. Under TLS that includes the TLS
+//! handshake: a client that connects and never sends its ClientHello costs one task until the
+//! handshake deadline, nothing more.
 
 mod connection_cap;
 mod first_bytes;
 
 use crate::error_chain::DisplayChain;
+use crate::grpc::peer::PeerCertificate;
 use crate::grpc::wire::Body;
 use connection_cap::ConnectionCap;
 use first_bytes::{FirstBytes, HTTP2_PREFACE_LEN};
@@ -19,15 +22,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use order_status_telemetry::AcceptErrors;
+use order_status_tls::reload::CurrentConfig;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 /// Streams one connection may have open at once (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
@@ -59,10 +65,13 @@ pub struct ConnectionSettings {
 
 /// Serves `service` on every connection of `listener` until `stop` resolves, then stops
 /// accepting, tells clients to go away (GOAWAY) and waits up to `grace` for calls in flight.
+/// With `tls`, every connection is TLS, accepted with the configuration current when it was
+/// accepted.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     settings: ConnectionSettings,
+    tls: Option<CurrentConfig>,
     stop: impl Future<Output = ()>,
     grace: Duration,
 ) where
@@ -114,6 +123,7 @@ pub async fn serve<S>(
             peer,
             handshake_deadline: Instant::now() + settings.handshake_timeout,
             slot,
+            tls: tls.as_ref().map(|current| TlsAcceptor::from(current.get())),
         };
         tokio::spawn(connection.serve(Arc::clone(&http2), service.clone(), draining.watcher()));
     }
@@ -137,16 +147,17 @@ struct Connection {
     handshake_deadline: Instant,
     /// Its place under the connection cap, given back when the connection ends.
     slot: OwnedSemaphorePermit,
+    /// The TLS configuration to accept it with, if the listener is TLS.
+    tls: Option<TlsAcceptor>,
 }
+
+/// The HTTP/2 connection builder every connection is served with.
+type Http2 = Arc<hyper::server::conn::http2::Builder<TokioExecutor>>;
 
 impl Connection {
     /// Serves the connection to its end, in its own task.
-    async fn serve<S>(
-        self,
-        http2: Arc<hyper::server::conn::http2::Builder<TokioExecutor>>,
-        service: S,
-        draining: Watcher,
-    ) where
+    async fn serve<S>(self, http2: Http2, service: S, draining: Watcher)
+    where
         S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
             + Clone
             + Send
@@ -158,12 +169,80 @@ impl Connection {
             peer,
             handshake_deadline,
             slot: _slot,
+            tls,
         } = self;
         // Without it, small responses wait for Nagle's algorithm (40 ms stalls).
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %DisplayChain(&error), "could not set TCP_NODELAY");
         }
-        // A TLS handshake goes here, bounded by the same deadline.
+        let Some(acceptor) = tls else {
+            let exchange = Exchange {
+                http2,
+                peer,
+                handshake_deadline,
+            };
+            return exchange.serve(stream, service, draining).await;
+        };
+        let stream = match tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, error = %DisplayChain(&error), "TLS handshake failed");
+                return;
+            }
+            Err(_elapsed) => {
+                tracing::debug!(%peer, "closing a connection that did not complete its TLS handshake in time");
+                return;
+            }
+        };
+        // Only now, with the handshake complete, is the client's certificate known (and
+        // verified against the client CA); every request of the connection carries it.
+        let certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first)
+            .and_then(PeerCertificate::from_der);
+        let service =
+            tower::util::MapRequest::new(service, move |mut request: http::Request<Incoming>| {
+                if let Some(certificate) = &certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
+                request
+            });
+        let exchange = Exchange {
+            http2,
+            peer,
+            handshake_deadline,
+        };
+        exchange.serve(stream, service, draining).await;
+    }
+}
+
+/// The HTTP/2 part of one connection, over TCP or over an established TLS session.
+struct Exchange {
+    http2: Http2,
+    peer: SocketAddr,
+    /// When the client must have sent its HTTP/2 preface.
+    handshake_deadline: Instant,
+}
+
+impl Exchange {
+    async fn serve<IO, S>(self, stream: IO, service: S, draining: Watcher)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Exchange {
+            http2,
+            peer,
+            handshake_deadline,
+        } = self;
         let stream = FirstBytes::new(stream, HTTP2_PREFACE_LEN);
         let preface_arrived = stream.arrived();
         let connection = draining

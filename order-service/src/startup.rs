@@ -13,6 +13,7 @@ use crate::store::{InstrumentedStore, OrderStore, SqliteStore, WalOptions};
 use crate::{domain, health};
 use anyhow::Context as _;
 use order_status_telemetry::grpc::GrpcServerLayer;
+use order_status_tls::reload::{CurrentConfig, Reloader};
 use orders_proto::v1::order_service_server::OrderServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub struct Application {
     settings: Settings,
     store: Arc<dyn OrderStore>,
     observability: Observability,
+    /// Under TLS: what renews the certificate, and the configuration it keeps current.
+    tls: Option<(Reloader, CurrentConfig)>,
 }
 
 impl Application {
@@ -65,6 +68,17 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.addr))?;
         let local_addr = listener.local_addr()?;
+        let tls = match &settings.tls {
+            Some(tls) => Some(
+                Reloader::new(
+                    tls.files.clone(),
+                    Arc::clone(&tls.config),
+                    tls.reload_interval,
+                )
+                .context("installing the SIGHUP handler that reloads the TLS files")?,
+            ),
+            None => None,
+        };
         let metrics_listener = match settings.metrics_addr {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -80,6 +94,7 @@ impl Application {
             settings,
             store,
             observability,
+            tls,
         })
     }
 
@@ -106,6 +121,7 @@ impl Application {
             settings,
             store,
             observability,
+            tls,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health_service = health_service.max_decoding_message_size(OPEN_MAX_MESSAGE_BYTES);
@@ -174,7 +190,27 @@ impl Application {
             ));
         }
 
-        tracing::info!(addr = %local_addr, "serving orders.v1");
+        let transport = match &settings.tls {
+            None => "plaintext",
+            Some(tls) if tls.files.client_ca.is_some() => "mutual TLS",
+            Some(_) => "TLS",
+        };
+        if settings.tokens.maps_client_certificates()
+            && settings
+                .tls
+                .as_ref()
+                .is_none_or(|tls| tls.files.client_ca.is_none())
+        {
+            tracing::warn!(
+                "the tokens file maps client certificates, but without ORDER_SERVICE_TLS_CLIENT_CA \
+                 no client presents one: those entries are never used"
+            );
+        }
+        let current_tls = tls.map(|(reloader, current)| {
+            tokio::spawn(reloader.run(background.clone()));
+            current
+        });
+        tracing::info!(addr = %local_addr, transport, "serving orders.v1");
         let stop = {
             let shutdown = shutdown.clone();
             let reporter = reporter.clone();
@@ -195,6 +231,7 @@ impl Application {
                 handshake_timeout: settings.handshake_timeout,
                 max_connections: settings.max_connections,
             },
+            current_tls,
             stop,
             settings.shutdown_grace,
         )

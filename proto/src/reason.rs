@@ -50,3 +50,5 @@ pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
 /// `RESOURCE_EXHAUSTED`: the caller's principal is over its rate limit; a `RetryInfo` says when
 /// a call would be allowed and a `QuotaFailure` names the principal and its limit.
 pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// `UNAUTHENTICATED`: no token, and the client certificate is not mapped to a principal.
+pub const UNKNOWN_CLIENT_CERTIFICATE: &str = "UNKNOWN_CLIENT_CERTIFICATE";

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use order_status_telemetry::Metrics;
 use order_status_telemetry::grpc::GrpcClientLayer;
 use tonic::body::Body;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tower::util::BoxCloneSyncService;
 
 /// What every attempt to one replica goes through: tonic's channel behind the client's tower
@@ -24,7 +24,7 @@ use tower::util::BoxCloneSyncService;
 pub(crate) type ReplicaService =
     BoxCloneSyncService<http::Request<Body>, http::Response<Body>, tonic::transport::Error>;
 
-use crate::settings::{EndpointUrl, SettingsError};
+use crate::settings::{ClientIdentity, EndpointUrl, SettingsError};
 
 /// The set of replicas and their recent health.
 #[derive(Debug)]
@@ -56,6 +56,7 @@ impl Replicas {
         endpoints: &[EndpointUrl],
         ejection_time: Duration,
         ca_certificate_pem: Option<&[u8]>,
+        client_identity: Option<&ClientIdentity>,
         metrics: &Metrics,
     ) -> Result<Self, SettingsError> {
         let replicas = endpoints
@@ -63,7 +64,7 @@ impl Replicas {
             .map(|url| {
                 Ok(Replica {
                     channel: replica_service(
-                        endpoint(url, ca_certificate_pem)?.connect_lazy(),
+                        endpoint(url, ca_certificate_pem, client_identity)?.connect_lazy(),
                         url,
                         metrics,
                     ),
@@ -156,6 +157,7 @@ fn replica_service(
 fn endpoint(
     url: &EndpointUrl,
     ca_certificate_pem: Option<&[u8]>,
+    client_identity: Option<&ClientIdentity>,
 ) -> Result<Endpoint, SettingsError> {
     let transport = |source| SettingsError::Transport {
         endpoint: url.to_string(),
@@ -170,10 +172,16 @@ fn endpoint(
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
     if url.is_tls() {
-        let tls = match ca_certificate_pem {
+        let mut tls = match ca_certificate_pem {
             Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
             None => ClientTlsConfig::new().with_native_roots(),
         };
+        if let Some(identity) = client_identity {
+            tls = tls.identity(Identity::from_pem(
+                &identity.certificate_pem,
+                &identity.key_pem,
+            ));
+        }
         endpoint = endpoint.tls_config(tls).map_err(transport)?;
     }
     Ok(endpoint)
@@ -187,7 +195,14 @@ mod tests {
         let urls: Vec<EndpointUrl> = (0..n)
             .map(|i| format!("http://127.0.0.1:{}", 1000 + i).parse().unwrap())
             .collect();
-        Replicas::new(&urls, Duration::from_secs(60), None, &Metrics::global()).unwrap()
+        Replicas::new(
+            &urls,
+            Duration::from_secs(60),
+            None,
+            None,
+            &Metrics::global(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -207,7 +222,14 @@ mod tests {
         let urls: Vec<EndpointUrl> = vec!["https://orders.example.com:443".parse().unwrap()];
         assert!(urls[0].is_tls());
         // The TLS configuration (system roots, server name from the URL) is accepted.
-        Replicas::new(&urls, Duration::from_secs(1), None, &Metrics::global()).unwrap();
+        Replicas::new(
+            &urls,
+            Duration::from_secs(1),
+            None,
+            None,
+            &Metrics::global(),
+        )
+        .unwrap();
     }
 
     #[tokio::test]

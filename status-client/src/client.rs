@@ -136,6 +136,7 @@ impl Client {
                     &settings.endpoints,
                     settings.ejection_time,
                     settings.ca_certificate_pem.as_deref(),
+                    settings.client_identity.as_ref(),
                     &metrics,
                 )?,
                 auth: AuthInterceptor::new(settings.token.as_deref())?,

@@ -48,7 +48,7 @@ pub use client::{CallOptions, CallStats, Client};
 pub use error::ClientError;
 pub use idempotency::new_request_id;
 pub use order_status::{parse_order_status, short_name};
-pub use settings::{EndpointUrl, Settings, SettingsError};
+pub use settings::{ClientIdentity, EndpointUrl, Settings, SettingsError};
 pub use watch::OrderEventStream;
 
 /// The `orders.v1` messages, re-exported so that users need no direct dependency.

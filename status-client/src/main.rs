@@ -10,11 +10,13 @@ use status_client::cli::{Cli, run};
 
 /// The log filter when `RUST_LOG` is unset: a one-shot command keeps stderr for its own
 /// errors, so other crates only show warnings; status-client's own `info` lines (e.g. a watch
-/// resuming, serve starting) still show.
-const DEFAULT_LOG_FILTER: &str = "warn,status_client=info";
+/// resuming, serve starting) still show, and so do `serve`'s TLS reloads.
+const DEFAULT_LOG_FILTER: &str = "warn,status_client=info,order_status_tls=info";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // ring, the workspace's one crypto provider, for every TLS configuration of the process.
+    order_status_tls::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

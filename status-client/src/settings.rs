@@ -30,6 +30,30 @@ pub struct Settings {
     /// For `https://` endpoints: the CA certificate(s), PEM, to trust instead of the system's
     /// roots (an internal CA; also what works in a scratch container without system roots).
     pub ca_certificate_pem: Option<Vec<u8>>,
+    /// For `https://` endpoints that require mutual TLS: the certificate and key to present.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate (PEM chain) and its private key (PEM), presented to servers that ask
+/// for one (mutual TLS). Its `Debug` never shows the key.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The certificate chain, the client's own certificate first.
+    pub certificate_pem: Vec<u8>,
+    /// The certificate's private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field(
+                "certificate_pem",
+                &format_args!("{} bytes", self.certificate_pem.len()),
+            )
+            .field("key_pem", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 impl Settings {
@@ -43,6 +67,7 @@ impl Settings {
             throttle: ThrottleSettings::default(),
             ejection_time: Duration::from_secs(2),
             ca_certificate_pem: None,
+            client_identity: None,
         }
     }
 
@@ -66,6 +91,19 @@ impl Settings {
     /// Trusts the CA certificate(s) in `pem` instead of the system's roots for `https://`.
     pub fn with_ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_certificate_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate and key (both PEM) to `https://` endpoints (mutual TLS).
+    pub fn with_client_identity(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_identity = Some(ClientIdentity {
+            certificate_pem: certificate_pem.into(),
+            key_pem: key_pem.into(),
+        });
         self
     }
 
@@ -98,6 +136,13 @@ impl Settings {
             && !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
         {
             return Err(SettingsError::InvalidCaCertificate);
+        }
+        if let Some(identity) = &self.client_identity
+            && (!String::from_utf8_lossy(&identity.certificate_pem)
+                .contains("-----BEGIN CERTIFICATE-----")
+                || !String::from_utf8_lossy(&identity.key_pem).contains("PRIVATE KEY-----"))
+        {
+            return Err(SettingsError::InvalidClientIdentity);
         }
         self.retry.validate()?;
         self.throttle.validate()?;
@@ -215,6 +260,12 @@ pub enum SettingsError {
     /// The CA certificate is not PEM.
     #[error("the CA certificate must be PEM (-----BEGIN CERTIFICATE-----)")]
     InvalidCaCertificate,
+    /// The client certificate or its key is not PEM.
+    #[error(
+        "the client certificate must be PEM (-----BEGIN CERTIFICATE-----) and its key a PEM \
+         private key (-----BEGIN PRIVATE KEY-----)"
+    )]
+    InvalidClientIdentity,
     /// A retry or throttle setting is out of range.
     #[error("invalid retry setting: {0}")]
     InvalidRetry(String),

@@ -37,6 +37,8 @@ pub struct OrderServiceProcess {
     child: Option<Child>,
     /// Extra environment of every start (and restart).
     env: Vec<(String, String)>,
+    /// `https` when the environment configures TLS, else `http`.
+    scheme: &'static str,
 }
 
 /// Variables of the test runner that would change what a started process exports or serves;
@@ -58,8 +60,18 @@ impl OrderServiceProcess {
     /// on every restart), e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_BSP_SCHEDULE_DELAY`,
     /// `ORDER_SERVICE_METRICS_ADDR`.
     pub async fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_tokens_and_env("", env).await
+    }
+
+    /// Starts it like [`OrderServiceProcess::start_with_env`], with `extra_tokens` appended to
+    /// the tokens file (e.g. `[[client_cert]]` entries). With `ORDER_SERVICE_TLS_CERT` in `env`
+    /// its [`OrderServiceProcess::url`] is `https://`.
+    pub async fn start_with_tokens_and_env(
+        extra_tokens: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temporary directory")?;
-        write_tokens_file(&dir.path().join("tokens.toml"))?;
+        write_tokens_file(&dir.path().join("tokens.toml"), extra_tokens)?;
         let mut service = Self {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -68,6 +80,14 @@ impl OrderServiceProcess {
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
                 .collect(),
+            scheme: if env
+                .iter()
+                .any(|(name, _)| *name == "ORDER_SERVICE_TLS_CERT")
+            {
+                "https"
+            } else {
+                "http"
+            },
         };
         service.spawn().await?;
         Ok(service)
@@ -78,9 +98,14 @@ impl OrderServiceProcess {
         self.addr
     }
 
-    /// Its URL, for `STATUS_CLIENT_ENDPOINT`.
+    /// Its URL, for `STATUS_CLIENT_ENDPOINT` (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Sends it SIGHUP: read the TLS files again.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        signal(self.pid()?, "HUP")
     }
 
     /// Process id of the running server.
@@ -221,7 +246,7 @@ fn all_threads_stopped(tasks: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn write_tokens_file(path: &Path) -> anyhow::Result<()> {
+fn write_tokens_file(path: &Path, extra: &str) -> anyhow::Result<()> {
     let entry = |principal: &str, scopes: &str, token: &str| {
         format!(
             "[[token]]\nprincipal = \"{principal}\"\nscopes = [{scopes}]\nsha256 = \"{}\"\n\n",
@@ -236,7 +261,8 @@ fn write_tokens_file(path: &Path) -> anyhow::Result<()> {
         + &entry("test-rate-limited", "\"orders.read\"", RATE_LIMITED_TOKEN)
         + "rate_limit = { per_second = 0.01, burst = 1 }\n\n"
         + &entry("test-paced", "\"orders.read\"", PACED_TOKEN)
-        + "rate_limit = { per_second = 1, burst = 1 }\n\n";
+        + "rate_limit = { per_second = 1, burst = 1 }\n\n"
+        + extra;
     std::fs::write(path, text).context("writing the tokens file")
 }
 

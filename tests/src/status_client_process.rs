@@ -258,6 +258,19 @@ impl ServeProcess {
         self.addr
     }
 
+    /// Sends SIGHUP: read the HTTPS certificate again.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("not running")?;
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -HUP failed");
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and returns the exit status once it has stopped.
     pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().context("not running")?;

@@ -167,6 +167,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let authorization = format!("Bearer {token}").parse()?;
     let target = |server: &ServerProcess| Target {
         url: format!("http://{}", server.addr),
+        ca_certificate_pem: None,
         authorization: Clone::clone(&authorization),
         server_pid: server.pid,
     };

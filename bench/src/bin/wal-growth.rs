@@ -114,6 +114,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sampler = tokio::spawn(sample_peak(wal.clone(), Arc::clone(&peak)));
     let target = Target {
         url: format!("http://{}", server.addr),
+        ca_certificate_pem: None,
         authorization: format!("Bearer {token}").parse()?,
         server_pid: server.pid,
     };

@@ -4,8 +4,13 @@
 //! presented token is hashed and compared in constant time against every entry. The check runs
 //! in the gate layer rather than a tonic interceptor because the scope depends on the method,
 //! which only the request path tells. Health and reflection need no token.
+//!
+//! Under mutual TLS the file may also map client certificates to principals
+//! (`[[client_cert]]`, by URI or DNS SAN): a call without a token then acts as its
+//! certificate's principal; a call with a token acts as the token's.
 
 use super::error::status;
+use super::peer::PeerCertificate;
 use super::rate_limit::{PrincipalLimits, RateLimit, RateLimitEntry};
 use crate::domain::Principal;
 use orders_proto::reason;
@@ -89,8 +94,20 @@ pub enum TokensFileError {
         /// What is wrong.
         problem: String,
     },
-    /// It names no token at all: nobody could call the service.
-    #[error("tokens file {path} has no [[token]] entries")]
+    /// A `[[client_cert]]` entry is wrong.
+    #[error("tokens file {path}, client_cert {index} ({principal}): {problem}")]
+    ClientCertEntry {
+        /// The file.
+        path: String,
+        /// 1-based position of the entry among the `[[client_cert]]` entries.
+        index: usize,
+        /// The entry's principal.
+        principal: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// It names no token and no client certificate: nobody could call the service.
+    #[error("tokens file {path} has no [[token]] or [[client_cert]] entries")]
     Empty {
         /// The file.
         path: String,
@@ -105,6 +122,49 @@ struct TokensFile {
     /// The rate limit of every principal whose entries set none; unlimited when absent.
     #[serde(default)]
     default_rate_limit: Option<RateLimitEntry>,
+    #[serde(default)]
+    client_cert: Vec<ClientCertEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertEntry {
+    principal: String,
+    scopes: Vec<Scope>,
+    uri_san: Option<String>,
+    dns_san: Option<String>,
+    /// The principal's rate limit, as on a `[[token]]` entry.
+    #[serde(default)]
+    rate_limit: Option<RateLimitEntry>,
+}
+
+/// The certificate name a `[[client_cert]]` entry matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CertificateName {
+    /// A URI SAN, compared exactly (a SPIFFE ID, for one).
+    Uri(String),
+    /// A DNS SAN, compared without regard to ASCII case; wildcard names never match.
+    Dns(String),
+}
+
+impl CertificateName {
+    fn is_in(&self, certificate: &PeerCertificate) -> bool {
+        match self {
+            CertificateName::Uri(uri) => certificate.uri_names().iter().any(|name| name == uri),
+            CertificateName::Dns(dns) => certificate
+                .dns_names()
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(dns)),
+        }
+    }
+}
+
+/// One mapped client certificate identity: whose it is and what it may do.
+#[derive(Debug, Clone)]
+struct CertificateCredential {
+    name: CertificateName,
+    principal: Principal,
+    scopes: Vec<Scope>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +192,8 @@ pub struct TokenSet {
     credentials: Vec<Credential>,
     /// The rate limit of each principal (see [`super::rate_limit`]).
     rate_limits: PrincipalLimits,
+    /// `[[client_cert]]` entries, in file order (the first that matches a certificate wins).
+    certificates: Vec<CertificateCredential>,
 }
 
 impl TokenSet {
@@ -151,7 +213,7 @@ impl TokenSet {
             path: path.to_owned(),
             source,
         })?;
-        if file.token.is_empty() {
+        if file.token.is_empty() && file.client_cert.is_empty() {
             return Err(TokensFileError::Empty {
                 path: path.to_owned(),
             });
@@ -201,9 +263,12 @@ impl TokenSet {
                 hash,
             });
         }
+        let certificates =
+            parse_client_certs(file.client_cert, path, &mut rate_limits, default_rate_limit)?;
         Ok(TokenSet {
             credentials,
             rate_limits,
+            certificates,
         })
     }
 
@@ -218,6 +283,7 @@ impl TokenSet {
                 hash: Sha256::digest(token.as_bytes()).into(),
             }],
             rate_limits: PrincipalLimits::default(),
+            certificates: Vec::new(),
         };
         (set, token)
     }
@@ -286,6 +352,106 @@ impl TokenSet {
         }
         Ok(credential.principal.clone())
     }
+}
+
+impl TokenSet {
+    /// Whether the file maps any client certificate (they only matter under mutual TLS).
+    pub fn maps_client_certificates(&self) -> bool {
+        !self.certificates.is_empty()
+    }
+
+    /// Authenticates a call to `method` of the order service: by its bearer token when it
+    /// carries an `authorization` header (the certificate, if any, was verified by the TLS
+    /// handshake already), otherwise by its client certificate's `[[client_cert]]` entry.
+    pub(crate) fn authorize_call(
+        &self,
+        header: Option<&http::HeaderValue>,
+        certificate: Option<&PeerCertificate>,
+        method: &str,
+    ) -> Result<Principal, Status> {
+        let Some(certificate) = certificate.filter(|_| header.is_none()) else {
+            return self.authorize(header, method);
+        };
+        let Some(mapped) = self
+            .certificates
+            .iter()
+            .find(|mapped| mapped.name.is_in(certificate))
+        else {
+            return Err(status(
+                Code::Unauthenticated,
+                reason::UNKNOWN_CLIENT_CERTIFICATE,
+                "the client certificate is not mapped to a principal, and the call has no \
+                 `authorization: Bearer <token>` header",
+            ));
+        };
+        if let Some(scope) = Scope::required_by(method)
+            && !mapped.scopes.contains(&scope)
+        {
+            return Err(super::error::status_with(
+                Code::PermissionDenied,
+                reason::MISSING_SCOPE,
+                format!("{method} needs scope {}", scope.name()),
+                HashMap::from([("scope".to_owned(), scope.name().to_owned())]),
+            ));
+        }
+        Ok(mapped.principal.clone())
+    }
+}
+
+/// Checks the `[[client_cert]]` entries: a principal, scopes, and exactly one of `uri_san`
+/// and `dns_san`, each name mapped once; their rate limits join the principals' in
+/// `rate_limits` (a principal may have both tokens and certificates: one limit, shared).
+fn parse_client_certs(
+    entries: Vec<ClientCertEntry>,
+    path: &str,
+    rate_limits: &mut PrincipalLimits,
+    default_rate_limit: Option<RateLimit>,
+) -> Result<Vec<CertificateCredential>, TokensFileError> {
+    let mut seen = HashMap::new();
+    let mut certificates = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let problem = |problem: String| TokensFileError::ClientCertEntry {
+            path: path.to_owned(),
+            index: index + 1,
+            principal: entry.principal.clone(),
+            problem,
+        };
+        if entry.principal.trim().is_empty() {
+            return Err(problem("principal must not be empty".into()));
+        }
+        if entry.scopes.is_empty() {
+            return Err(problem("scopes must name at least one scope".into()));
+        }
+        let name = match (&entry.uri_san, &entry.dns_san) {
+            (Some(uri), None) if !uri.trim().is_empty() => CertificateName::Uri(uri.clone()),
+            (None, Some(dns)) if !dns.trim().is_empty() && !dns.contains('*') => {
+                CertificateName::Dns(dns.to_ascii_lowercase())
+            }
+            _ => {
+                return Err(problem(
+                    "needs exactly one of uri_san = \"spiffe://…\" and dns_san = \"name\" \
+                     (no wildcards)"
+                        .into(),
+                ));
+            }
+        };
+        if let Some(other) = seen.insert(name.clone(), entry.principal.clone()) {
+            return Err(problem(format!("maps the same name as {other}")));
+        }
+        rate_limits
+            .assign(
+                &entry.principal,
+                entry.rate_limit.as_ref(),
+                default_rate_limit,
+            )
+            .map_err(problem)?;
+        certificates.push(CertificateCredential {
+            name,
+            principal: Principal::new(entry.principal.clone()),
+            scopes: entry.scopes,
+        });
+    }
+    Ok(certificates)
 }
 
 #[cfg(test)]
@@ -437,5 +603,124 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("token 2 (p)"), "{error}");
+    }
+
+    #[test]
+    fn client_cert_principals_get_rate_limits_like_token_principals() {
+        let text = format!(
+            "[default_rate_limit]\nper_second = 5\nburst = 10\n\n\
+             [[token]]\nprincipal = \"billing\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n\
+             rate_limit = {{ per_second = 1, burst = 2 }}\n\
+             [[client_cert]]\nprincipal = \"billing\"\nscopes = [\"orders.read\"]\ndns_san = \"billing.internal\"\n\
+             rate_limit = {{ per_second = 1, burst = 2 }}\n\
+             [[client_cert]]\nprincipal = \"shipping\"\nscopes = [\"orders.read\"]\ndns_san = \"shipping.internal\"\n",
+            sha("b-token")
+        );
+        let tokens = TokenSet::parse(&text, "t.toml").unwrap();
+        let billing = tokens.rate_limits().of("billing").unwrap();
+        assert_eq!((billing.per_second(), billing.burst()), (1.0, 2));
+        let shipping = tokens.rate_limits().of("shipping").unwrap();
+        assert_eq!((shipping.per_second(), shipping.burst()), (5.0, 10));
+
+        // A principal's certificate and token share one limit, so they must agree.
+        let disagreeing = text.replacen(
+            "[[client_cert]]\nprincipal = \"billing\"\nscopes = [\"orders.read\"]\ndns_san = \"billing.internal\"\n\
+             rate_limit = { per_second = 1, burst = 2 }",
+            "[[client_cert]]\nprincipal = \"billing\"\nscopes = [\"orders.read\"]\ndns_san = \"billing.internal\"\n\
+             rate_limit = { per_second = 9, burst = 2 }",
+            1,
+        );
+        let error = TokenSet::parse(&disagreeing, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("client_cert 1 (billing)"), "{error}");
+    }
+
+    fn with_client_certs() -> TokenSet {
+        let text = format!(
+            "[[token]]\nprincipal = \"writer\"\nscopes = [\"orders.read\", \"orders.write\"]\nsha256 = \"{}\"\n\
+             [[client_cert]]\nprincipal = \"billing\"\nscopes = [\"orders.read\"]\nuri_san = \"spiffe://example.org/billing\"\n\
+             [[client_cert]]\nprincipal = \"shipping\"\nscopes = [\"orders.read\", \"orders.write\"]\ndns_san = \"Shipping.Internal\"\n",
+            sha("w-token")
+        );
+        TokenSet::parse(&text, "test.toml").unwrap()
+    }
+
+    fn certificate(uris: &[&str], dns: &[&str]) -> PeerCertificate {
+        PeerCertificate::new(
+            uris.iter().map(|s| (*s).to_owned()).collect(),
+            dns.iter().map(|s| (*s).to_owned()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_mapped_certificate_without_a_token_acts_as_its_principal_within_its_scopes() {
+        let tokens = with_client_certs();
+        let billing = certificate(&["spiffe://example.org/billing"], &[]);
+        let principal = tokens
+            .authorize_call(None, Some(&billing), "GetOrder")
+            .unwrap();
+        assert_eq!(principal.as_str(), "billing");
+        let denied = tokens
+            .authorize_call(None, Some(&billing), "CreateOrder")
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        // DNS names compare without regard to case.
+        let shipping = certificate(&[], &["shipping.internal"]);
+        let principal = tokens
+            .authorize_call(None, Some(&shipping), "CreateOrder")
+            .unwrap();
+        assert_eq!(principal.as_str(), "shipping");
+    }
+
+    #[test]
+    fn a_token_wins_over_the_certificate_and_an_unmapped_certificate_alone_is_refused() {
+        let tokens = with_client_certs();
+        let billing = certificate(&["spiffe://example.org/billing"], &[]);
+        let principal = tokens
+            .authorize_call(
+                Some(&bearer("Bearer w-token")),
+                Some(&billing),
+                "CreateOrder",
+            )
+            .unwrap();
+        assert_eq!(principal.as_str(), "writer");
+        let unknown = tokens
+            .authorize_call(Some(&bearer("Bearer nope")), Some(&billing), "GetOrder")
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::Unauthenticated);
+
+        let stranger = certificate(
+            &["spiffe://example.org/stranger"],
+            &["billing.internal.evil"],
+        );
+        let refused = tokens
+            .authorize_call(None, Some(&stranger), "GetOrder")
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert!(refused.message().contains("not mapped"), "{refused:?}");
+    }
+
+    #[test]
+    fn client_cert_entries_need_exactly_one_name_and_may_stand_alone() {
+        let both = "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\n\
+                    uri_san = \"spiffe://a\"\ndns_san = \"a\"\n";
+        let error = TokenSet::parse(both, "t.toml").unwrap_err().to_string();
+        assert!(error.contains("client_cert 1 (p)"), "{error}");
+        let neither = "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\n";
+        assert!(TokenSet::parse(neither, "t.toml").is_err());
+        let wildcard =
+            "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\ndns_san = \"*.a\"\n";
+        assert!(TokenSet::parse(wildcard, "t.toml").is_err());
+        let twice = "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\ndns_san = \"a\"\n\
+                     [[client_cert]]\nprincipal = \"q\"\nscopes = [\"orders.read\"]\ndns_san = \"A\"\n";
+        assert!(TokenSet::parse(twice, "t.toml").is_err());
+        let alone =
+            "[[client_cert]]\nprincipal = \"p\"\nscopes = [\"orders.read\"]\ndns_san = \"a\"\n";
+        assert!(
+            TokenSet::parse(alone, "t.toml")
+                .unwrap()
+                .maps_client_certificates()
+        );
     }
 }

@@ -11,6 +11,7 @@ use super::auth::{PROTECTED_PREFIX, TokenSet};
 use super::codec_refusal;
 use super::context::CallDeadline;
 use super::deadline::CallDeadlines;
+use super::peer::PeerCertificate;
 use super::rate_limit::RateLimiter;
 use super::wire::{Body, error_response};
 use futures::future::BoxFuture;
@@ -97,7 +98,13 @@ where
             |status| -> Self::Future { Box::pin(std::future::ready(Ok(error_response(status)))) };
         if let Some(method) = request.uri().path().strip_prefix(PROTECTED_PREFIX) {
             let header = request.headers().get(http::header::AUTHORIZATION);
-            match self.policy.tokens.authorize(header, method) {
+            // Put there by the accept loop for the connection's verified client certificate.
+            let certificate = request.extensions().get::<PeerCertificate>();
+            match self
+                .policy
+                .tokens
+                .authorize_call(header, certificate, method)
+            {
                 Ok(principal) => {
                     order_status_telemetry::grpc::record_principal(
                         request.extensions(),

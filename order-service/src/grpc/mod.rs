@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod error;
 pub mod gate;
 pub mod orders;
+pub mod peer;
 pub mod rate_limit;
 pub mod watch;
 pub mod wire;

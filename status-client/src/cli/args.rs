@@ -71,6 +71,25 @@ pub struct CommonArgs {
         value_name = "PATH"
     )]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// For https:// endpoints that require mutual TLS: a PEM file of the client certificate
+    /// (chain) to present. Needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "STATUS_CLIENT_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "STATUS_CLIENT_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
     /// Deadline of one call, all retries included (e.g. 2s, 500ms); in `serve`, the longest a
     /// request may take.
     #[arg(long, global = true, env = "STATUS_CLIENT_TIMEOUT", default_value = "5s", value_parser = settings::parse_timeout)]
@@ -107,7 +126,32 @@ pub enum Command {
         /// Connection and stream limits of the HTTP service.
         #[command(flatten)]
         limits: ServeLimitArgs,
+        /// HTTPS instead of HTTP.
+        #[command(flatten)]
+        tls: ServeTlsArgs,
     },
+}
+
+/// The certificate `serve` answers HTTPS with (plain HTTP without one).
+#[derive(Debug, Clone, Args)]
+pub struct ServeTlsArgs {
+    /// PEM certificate chain: serve HTTPS instead of HTTP. Needs --http-tls-key. Read again on
+    /// SIGHUP and when the file changes.
+    #[arg(
+        long,
+        env = "STATUS_CLIENT_HTTP_TLS_CERT",
+        value_name = "PATH",
+        requires = "http_tls_key"
+    )]
+    pub http_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(
+        long,
+        env = "STATUS_CLIENT_HTTP_TLS_KEY",
+        value_name = "PATH",
+        requires = "http_tls_cert"
+    )]
+    pub http_tls_key: Option<std::path::PathBuf>,
 }
 
 /// What `serve` allows one HTTP connection and one caller, so that no caller can hold more
@@ -265,6 +309,20 @@ mod tests {
         .unwrap();
         assert_eq!(cli.common.endpoint.0.len(), 2);
         assert!(Cli::try_parse_from(["status-client", "--endpoint", "a:1", "get", "x"]).is_err());
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_the_other_way_round() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["status-client"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["get", "x"]);
+            Cli::try_parse_from(argv)
+        };
+        assert!(parse(&["--client-cert", "c.pem"]).is_err());
+        assert!(parse(&["--client-key", "c.key"]).is_err());
+        let both = parse(&["--client-cert", "c.pem", "--client-key", "c.key"]).unwrap();
+        assert!(both.common.client_cert.is_some() && both.common.client_key.is_some());
     }
 
     #[test]

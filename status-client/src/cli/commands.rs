@@ -24,8 +24,12 @@ use crate::settings::Settings;
 pub async fn run(cli: Cli, metrics: Option<PrometheusExposition>) -> ExitCode {
     let Cli { common, command } = cli;
     let command = match command {
-        Command::Serve { http_addr, limits } => {
-            return crate::serve::run_from_cli(&common, http_addr, &limits, metrics).await;
+        Command::Serve {
+            http_addr,
+            limits,
+            tls,
+        } => {
+            return crate::serve::run_from_cli(&common, http_addr, &limits, &tls, metrics).await;
         }
         Command::Call(command) => command,
     };
@@ -86,6 +90,14 @@ pub(crate) fn settings_for(common: &CommonArgs) -> anyhow::Result<Settings> {
         let pem = std::fs::read(path)
             .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
         settings = settings.with_ca_certificate(pem);
+    }
+    if let (Some(cert), Some(key)) = (&common.client_cert, &common.client_key) {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the {what} {}", path.display()))
+        };
+        settings = settings
+            .with_client_identity(read("client certificate", cert)?, read("client key", key)?);
     }
     Ok(settings)
 }

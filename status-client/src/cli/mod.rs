@@ -6,8 +6,8 @@ mod commands;
 mod exit;
 mod output;
 
-pub use args::ServeLimitArgs;
 pub use args::{CallCommand, Cli, Command, CommonArgs, Endpoints, OutputFormat};
+pub use args::{ServeLimitArgs, ServeTlsArgs};
 pub use commands::run;
 pub(crate) use commands::settings_for;
 pub use exit::{LOCAL_ERROR, USAGE_ERROR, exit_status};

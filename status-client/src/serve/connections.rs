@@ -2,6 +2,9 @@
 //! closed when nothing moves on it for too long, and there are never more than a set number
 //! of them. (`axum::serve` has no timer, so it had none of these: idle and half-sent
 //! connections stayed open for good.) Shaped like order-service's `server.rs`.
+//!
+//! Under HTTPS the TLS handshake runs in the connection's own task, under the same header-read
+//! timeout, so a client that connects and says nothing holds up no one else.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,12 +15,14 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use order_status_tls::reload::CurrentConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tonic::Code;
 
 use super::errors::ApiError;
@@ -44,11 +49,13 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves `app` on every connection of `listener` until `stop` completes, then stops accepting
-/// and waits for the connections to finish their requests.
+/// and waits for the connections to finish their requests. With `tls`, every connection is
+/// HTTPS, accepted with the configuration current when it was accepted.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<CurrentConfig>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -80,7 +87,11 @@ pub(crate) async fn serve(
                                 "connection limit reached; refusing new connections with 503 until some close"
                             );
                         }
-                        refuse(stream, &refusals);
+                        // Under TLS the plain-text 503 would be gibberish to the client: the
+                        // connection is just closed.
+                        if tls.is_none() {
+                            refuse(stream, &refusals);
+                        }
                         continue;
                     };
                     if full.swap(false, Ordering::Relaxed) {
@@ -88,22 +99,18 @@ pub(crate) async fn serve(
                     }
                     let activity = Arc::new(Activity::new());
                     let io = Tracked { inner: stream, activity: activity.clone() };
-                    let connection = http1.serve_connection(
-                        TokioIo::new(io),
-                        TowerToHyperService::new(app.clone()),
-                    );
-                    let connection = draining.watch(connection);
-                    let idle_timeout = limits.idle_timeout;
+                    let connection = Connection {
+                        http1: http1.clone(),
+                        app: app.clone(),
+                        peer,
+                        activity,
+                        limits,
+                        tls: tls.as_ref().map(|current| TlsAcceptor::from(current.get())),
+                    };
+                    let draining = draining.watcher();
                     tokio::spawn(async move {
                         let _slot = slot;
-                        tokio::select! {
-                            result = connection => if let Err(error) = result {
-                                tracing::debug!(%peer, %error, "connection ended with an error");
-                            },
-                            () = activity.idle_for(idle_timeout) => {
-                                tracing::debug!(%peer, "closing a connection on which nothing moved");
-                            }
-                        }
+                        connection.serve(io, draining).await;
                     });
                 }
                 Err(error) => {
@@ -119,6 +126,62 @@ pub(crate) async fn serve(
     drop(listener);
     draining.shutdown().await;
     Ok(())
+}
+
+/// One accepted connection and what it is served with.
+struct Connection {
+    http1: hyper::server::conn::http1::Builder,
+    app: Router,
+    peer: std::net::SocketAddr,
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    /// The TLS configuration to accept it with, under HTTPS.
+    tls: Option<TlsAcceptor>,
+}
+
+impl Connection {
+    /// Serves the connection to its end (the TLS handshake first, under HTTPS), in its own task.
+    async fn serve(self, io: Tracked, draining: Watcher) {
+        let peer = self.peer;
+        let Some(acceptor) = self.tls.clone() else {
+            return self.exchange(io, draining).await;
+        };
+        // The handshake is part of delivering the first request head, so it falls under the
+        // same timeout; a client that never sends its ClientHello is closed then.
+        match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => self.exchange(stream, draining).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_elapsed) => tracing::debug!(
+                %peer,
+                "closing a connection that did not complete its TLS handshake in time"
+            ),
+        }
+    }
+
+    /// HTTP/1.1 over the connection (plain or TLS) until it ends or nothing moves on it.
+    async fn exchange<IO>(self, io: IO, draining: Watcher)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            http1,
+            app,
+            peer,
+            activity,
+            limits,
+            tls: _,
+        } = self;
+        let connection =
+            draining.watch(http1.serve_connection(TokioIo::new(io), TowerToHyperService::new(app)));
+        tokio::select! {
+            result = connection => if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            },
+            () = activity.idle_for(limits.idle_timeout) => {
+                tracing::debug!(%peer, "closing a connection on which nothing moved");
+            }
+        }
+    }
 }
 
 /// hyper answers a request head larger than its read buffer with a bare 431 of its own; the

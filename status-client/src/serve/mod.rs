@@ -27,9 +27,11 @@ use order_status_telemetry::PrometheusExposition;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CommonArgs, ServeLimitArgs};
+use crate::cli::{CommonArgs, ServeLimitArgs, ServeTlsArgs};
 use crate::client::Client;
 use crate::settings::Settings;
+use order_status_tls::reload::{CurrentConfig, Reloader};
+use order_status_tls::{SettingNames, TlsFiles};
 
 pub use limits::UPSTREAM_MAX_HEADER_LIST_BYTES;
 
@@ -50,6 +52,8 @@ pub struct ServeSettings {
     pub watch_client: Settings,
     /// What one connection and one request may do.
     pub limits: ServeLimits,
+    /// HTTPS with this (current) configuration; plain HTTP when `None`.
+    pub tls: Option<CurrentConfig>,
 }
 
 impl ServeSettings {
@@ -60,6 +64,7 @@ impl ServeSettings {
             metrics: None,
             watch_client,
             limits: ServeLimits::default(),
+            tls: None,
         }
     }
 }
@@ -146,7 +151,7 @@ pub async fn serve(
         max_connections: limits.max_connections,
         max_header_bytes: limits.max_header_bytes,
     };
-    connections::serve(listener, app, connection_limits, async move {
+    connections::serve(listener, app, connection_limits, settings.tls, async move {
         shutdown.await;
         tracing::info!("shutting down: no new requests, ending event streams");
         stopping.cancel();
@@ -160,9 +165,19 @@ pub(crate) async fn run_from_cli(
     common: &CommonArgs,
     http_addr: SocketAddr,
     limits: &ServeLimitArgs,
+    tls: &ServeTlsArgs,
     metrics: Option<PrometheusExposition>,
 ) -> ExitCode {
-    match run(common, http_addr, limits.into(), metrics).await {
+    // Bad TLS files are bad settings: one message and the usage exit status, before binding.
+    let tls = match gateway_tls(tls) {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::error!(error = %order_status_telemetry::DisplayChain(&error), "invalid TLS settings");
+            eprintln!("error: {}", order_status_telemetry::DisplayChain(&error));
+            return ExitCode::from(crate::cli::USAGE_ERROR);
+        }
+    };
+    match run(common, http_addr, limits.into(), tls, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -172,10 +187,40 @@ pub(crate) async fn run_from_cli(
     }
 }
 
+/// The variables that name the gateway's TLS files, for messages about them.
+const TLS_SETTING_NAMES: SettingNames = SettingNames {
+    cert: "STATUS_CLIENT_HTTP_TLS_CERT",
+    key: "STATUS_CLIENT_HTTP_TLS_KEY",
+    client_ca: "(none)",
+};
+
+/// How often the gateway's TLS files are checked for changes.
+const TLS_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The TLS files of `args` and the configuration read from them, if HTTPS is asked for.
+fn gateway_tls(
+    args: &ServeTlsArgs,
+) -> Result<Option<(TlsFiles, Arc<tokio_rustls::rustls::ServerConfig>)>, order_status_tls::TlsError>
+{
+    let (Some(cert), Some(key)) = (&args.http_tls_cert, &args.http_tls_key) else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: None,
+        alpn: order_status_tls::ALPN_HTTP1,
+        settings: TLS_SETTING_NAMES,
+    };
+    let config = order_status_tls::load(&files)?;
+    Ok(Some((files, config)))
+}
+
 async fn run(
     common: &CommonArgs,
     http_addr: SocketAddr,
     limits: ServeLimits,
+    tls: Option<(TlsFiles, Arc<tokio_rustls::rustls::ServerConfig>)>,
     metrics: Option<PrometheusExposition>,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -191,6 +236,17 @@ async fn run(
     // Signal handlers go in before the address is announced: a SIGTERM that follows the
     // announcement at once must already mean "drain", not the default "die".
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    // Also before the announcement: SIGHUP's default would end the process.
+    let tls = match tls {
+        Some((files, config)) => {
+            let (reloader, current) = Reloader::new(files, config, TLS_POLL_INTERVAL)
+                .context("installing the SIGHUP handler that reloads the TLS files")?;
+            let stop = CancellationToken::new();
+            tokio::spawn(reloader.run(stop.clone()));
+            Some((current, stop.drop_guard()))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen on {http_addr}"))?;
@@ -200,7 +256,7 @@ async fn run(
         writeln!(stdout, "status-client listening on {local}")?;
         stdout.flush()?;
     }
-    tracing::info!(addr = %local, endpoints = ?common.endpoint.0.iter().map(ToString::to_string).collect::<Vec<_>>(), "serving HTTP");
+    tracing::info!(addr = %local, https = tls.is_some(), endpoints = ?common.endpoint.0.iter().map(ToString::to_string).collect::<Vec<_>>(), "serving HTTP");
     if common.timeout > MAX_REQUEST_TIMEOUT {
         tracing::warn!(
             timeout = %humantime::format_duration(common.timeout),
@@ -213,6 +269,9 @@ async fn run(
         metrics,
         watch_client: client_settings,
         limits,
+        tls: tls
+            .as_ref()
+            .map(|(current, _stop_reloading)| current.clone()),
     };
     serve(listener, client, settings, shutdown)
         .await

@@ -172,3 +172,18 @@ fn a_ca_certificate_that_is_not_pem_is_refused() {
         Err(status_client::SettingsError::InvalidCaCertificate)
     ));
 }
+
+#[test]
+fn a_client_identity_that_is_not_pem_is_refused() {
+    let not_a_key = settings("https://127.0.0.1:1").with_client_identity(
+        b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+        b"secret".to_vec(),
+    );
+    assert!(matches!(
+        not_a_key.validate(),
+        Err(status_client::SettingsError::InvalidClientIdentity)
+    ));
+    // Its Debug form never shows the key.
+    let shown = format!("{not_a_key:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+}

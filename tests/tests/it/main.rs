@@ -9,3 +9,4 @@ mod status_client_serve_hardening;
 mod telemetry_metrics;
 mod telemetry_support;
 mod telemetry_traces;
+mod tls;
