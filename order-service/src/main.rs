@@ -72,7 +72,21 @@ fn give_freed_memory_back_promptly() {
     }
     let mut args = std::env::args_os();
     let program = args.next().unwrap_or_else(|| "order-service".into());
-    let error = std::process::Command::new("/proc/self/exe")
+    // The resolved path rather than /proc/self/exe itself: the kernel names the process after
+    // the file it executes, and `ps`, `pgrep -x order-service` and `pkill` should see
+    // "order-service", not "exe".
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!(
+                "order-service: cannot find its own executable to restart with \
+                 {PURGE_DELAY_VARIABLE}={PURGE_DELAY_MS} ({error}); freed memory is given back \
+                 to the OS later"
+            );
+            return;
+        }
+    };
+    let error = std::process::Command::new(executable)
         .arg0(program)
         .args(args)
         .env(PURGE_DELAY_VARIABLE, PURGE_DELAY_MS)

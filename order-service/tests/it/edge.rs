@@ -395,6 +395,23 @@ async fn memory_held_for_unfinished_authenticated_bodies_is_given_back_after_clo
     );
 }
 
+#[tokio::test]
+async fn the_process_that_sets_its_own_purge_delay_keeps_its_name() {
+    // The binary executes itself again with MIMALLOC_PURGE_DELAY set; operators still find it
+    // as order-service (`ps`, `pgrep -x`, `pkill`), not as the name of a /proc link.
+    let server = Binary::start(&[], None);
+    let pid = server.child.id();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim_end(), "order-service");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|byte| *byte == 0)
+            .any(|entry| entry == b"MIMALLOC_PURGE_DELAY=10"),
+        "the running server does not have its purge delay set"
+    );
+}
+
 /// Waits until the server closes `stream` (end of file or reset) and says whether it did
 /// within `limit`.
 async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
