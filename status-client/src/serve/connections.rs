@@ -17,6 +17,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use order_status_telemetry::{AcceptErrors, DisplayChain};
 use order_status_tls::reload::CurrentConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -68,17 +69,17 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let full = AtomicBool::new(false);
-    let mut accept_failures: u32 = 0;
+    let mut accept_errors = AcceptErrors::new("HTTP");
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    accept_failures = 0;
+                    accept_errors.accepted();
                     // Without it, small responses wait for Nagle's algorithm (40 ms stalls).
                     if let Err(error) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
+                        tracing::debug!(%peer, error = %DisplayChain(&error), "could not set TCP_NODELAY");
                     }
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         if !full.swap(true, Ordering::Relaxed) {
@@ -114,11 +115,13 @@ pub(crate) async fn serve(
                     });
                 }
                 Err(error) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    accept_failures = accept_failures.saturating_add(1);
-                    let wait = Duration::from_millis(10 << accept_failures.min(7));
-                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "accepting a connection failed");
-                    tokio::time::sleep(wait).await;
+                    // Out of file descriptors and the like: back off rather than spin, and say
+                    // so once per episode rather than once per failure.
+                    let pause = accept_errors.failed(&error);
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             },
         }
@@ -150,7 +153,9 @@ impl Connection {
         // same timeout; a client that never sends its ClientHello is closed then.
         match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(io)).await {
             Ok(Ok(stream)) => self.exchange(stream, draining).await,
-            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, error = %DisplayChain(&error), "TLS handshake failed")
+            }
             Err(_elapsed) => tracing::debug!(
                 %peer,
                 "closing a connection that did not complete its TLS handshake in time"
@@ -175,7 +180,7 @@ impl Connection {
             draining.watch(http1.serve_connection(TokioIo::new(io), TowerToHyperService::new(app)));
         tokio::select! {
             result = connection => if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+                tracing::debug!(%peer, error = %DisplayChain(&error), "connection ended with an error");
             },
             () = activity.idle_for(limits.idle_timeout) => {
                 tracing::debug!(%peer, "closing a connection on which nothing moved");
