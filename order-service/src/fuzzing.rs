@@ -13,8 +13,11 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-/// The fuzz targets of order-service, by the name of their folder of regressions.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+/// A fuzz target: the name of its folder of regressions, and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// The fuzz targets of order-service.
+pub const TARGETS: [Target; 4] = [
     ("orders_request", orders_request),
     ("page_token", page_token),
     ("tokens_file", tokens_file),

@@ -15,8 +15,11 @@ use super::errors::ApiError;
 use super::events::start_after;
 use super::routes::{create_request, update_request};
 
-/// The fuzz targets of the gateway, by the name of their folder of regressions.
-pub const TARGETS: [(&str, fn(&[u8])); 2] = [
+/// A fuzz target: the name of its folder of regressions, and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// The fuzz targets of the gateway.
+pub const TARGETS: [Target; 2] = [
     ("gateway_body", gateway_body),
     ("last_event_id", last_event_id),
 ];

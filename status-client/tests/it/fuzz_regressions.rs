@@ -2,7 +2,7 @@
 //! `tests/fuzz-regressions/<target>/`) and the targets' seeds (`fuzz/seeds/<target>/`), replayed
 //! through the same entry points on the stable compiler: a defect the fuzzer found stays fixed.
 
-use status_client::serve::fuzzing::TARGETS;
+use status_client::serve::fuzzing::{TARGETS, Target};
 use std::path::Path;
 
 #[test]
@@ -18,7 +18,7 @@ fn fuzz_findings_and_seeds_replay_without_a_failure() {
 /// Runs every file of `regressions/<target>/` and `seeds/<target>/` through its target; fails
 /// naming each file that panicked, on a folder of regressions named after no target, and on a
 /// target without seeds (so the replay can never pass by finding nothing).
-pub(crate) fn replay(targets: &[(&str, fn(&[u8]))], regressions: &Path, seeds: &Path) {
+pub(crate) fn replay(targets: &[Target], regressions: &Path, seeds: &Path) {
     if let Ok(folders) = std::fs::read_dir(regressions) {
         for folder in folders {
             let name = folder.expect("a folder entry").file_name();
