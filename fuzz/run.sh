@@ -56,6 +56,8 @@ for target in "${targets[@]}"; do
     [[ -d $regressions ]] && inputs+=("$regressions")
     log=logs/$target.log
     echo "=== $target: ${seconds}s, log in fuzz/$log"
+    # Built first, so that the time measured is the fuzzing alone.
+    cargo fuzz build "$target"
     started=$SECONDS
     status=0
     # One process (one core), memory bounded; the first directory receives new corpus inputs.
@@ -86,5 +88,6 @@ for target in "${targets[@]}"; do
     summary+=("$(printf '%-15s %6ss %12s execs %8s exec/s  %-18s %s' \
         "$target" "$elapsed" "${executions:-?}" "${per_second:-?}" "${coverage:-?}" "$result")")
 done
-printf '\n%s\n' "${summary[@]}"
+printf '\n'
+printf '%s\n' "${summary[@]}"
 exit "$failed"
