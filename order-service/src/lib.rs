@@ -8,6 +8,8 @@
 pub mod config;
 pub mod domain;
 pub mod error_chain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod health;
 pub mod healthcheck;

@@ -89,9 +89,11 @@ impl ListQuery {
         let invalid = || "is not a page token from this listing".to_owned();
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let (after, tag) = text.split_once('.').ok_or_else(invalid)?;
-        let after: i64 = after.parse().map_err(|_| invalid())?;
-        if after < 0 {
+        let (written, tag) = text.split_once('.').ok_or_else(invalid)?;
+        let after: i64 = written.parse().map_err(|_| invalid())?;
+        // Only the position as `page_token` writes it: `i64`'s parser also takes `+5` and
+        // `05`, which would make several tokens of one page, none of them issued here.
+        if after < 0 || after.to_string() != written {
             return Err(invalid());
         }
         if tag != self.filter_tag() {
@@ -127,5 +129,18 @@ mod tests {
         assert_eq!(ListQuery::parse(10, &token, 2, "c-1").unwrap().after, 42);
         assert!(ListQuery::parse(10, &token, 2, "c-2").is_err());
         assert!(ListQuery::parse(10, "garbage!", 2, "c-1").is_err());
+    }
+
+    #[test]
+    fn only_the_issued_spelling_of_a_position_decodes() {
+        let query = ListQuery::parse(10, "", 0, "").unwrap();
+        let tag = query.filter_tag();
+        for written in ["042", "+42", "-0", "42 ", " 42"] {
+            let token = URL_SAFE_NO_PAD.encode(format!("{written}.{tag}"));
+            assert!(ListQuery::parse(10, &token, 0, "").is_err(), "{written:?}");
+        }
+        let token = URL_SAFE_NO_PAD.encode(format!("42.{tag}"));
+        assert_eq!(token, query.page_token(42));
+        assert_eq!(ListQuery::parse(10, &token, 0, "").unwrap().after, 42);
     }
 }

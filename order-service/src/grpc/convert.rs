@@ -89,6 +89,14 @@ pub(crate) fn order_id(value: &str) -> Result<OrderId, Error> {
     OrderId::parse(value).map_err(|description| Error::invalid("order_id", description))
 }
 
+/// The order filter of a `WatchOrdersRequest`: `None` (every order) when `order_id` is empty.
+pub(crate) fn watch_filter(order_id: &str) -> Result<Option<OrderId>, Error> {
+    match order_id {
+        "" => Ok(None),
+        id => self::order_id(id).map(Some),
+    }
+}
+
 impl TryFrom<pb::ListOrdersRequest> for ListQuery {
     type Error = Error;
 

@@ -105,10 +105,7 @@ impl pb::order_service_server::OrderService for OrdersApi {
         request: Request<pb::WatchOrdersRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let request = request.into_inner();
-        let filter = match request.order_id.as_str() {
-            "" => None,
-            id => Some(convert::order_id(id)?),
-        };
+        let filter = convert::watch_filter(&request.order_id)?;
         let opened = open_watch(
             Arc::clone(&self.store),
             &self.watch,

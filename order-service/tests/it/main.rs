@@ -3,6 +3,7 @@
 
 mod api;
 mod edge;
+mod fuzz_regressions;
 mod lifecycle;
 mod metrics;
 mod rate_limit;

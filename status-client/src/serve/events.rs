@@ -53,19 +53,7 @@ async fn events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text(), "INVALID_QUERY"))?;
-    let after_sequence = match headers.get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "Last-Event-ID must be an event sequence",
-                    "INVALID_LAST_EVENT_ID",
-                )
-            })?,
-        None => optional_number(query.after_sequence.as_deref(), "afterSequence")?.unwrap_or(0),
-    };
+    let after_sequence = start_after(headers, query.after_sequence.as_deref())?;
     // Subscribed before answering, so that a refused watch gets its HTTP status, not a 200
     // stream.
     let subscription = state
@@ -75,6 +63,27 @@ async fn events(
     Ok(Sse::new(sse_events(subscription, state.stopping.clone()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// The sequence a watch resumes after: a reconnecting EventSource's `Last-Event-ID`, else the
+/// `afterSequence` query parameter, else 0 (from now on).
+pub(crate) fn start_after(
+    headers: &HeaderMap,
+    after_sequence: Option<&str>,
+) -> Result<u64, ApiError> {
+    match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "Last-Event-ID must be an event sequence",
+                    "INVALID_LAST_EVENT_ID",
+                )
+            }),
+        None => Ok(optional_number(after_sequence, "afterSequence")?.unwrap_or(0)),
+    }
 }
 
 /// First, for a stream "from now", an event-less `id:` with the position it starts from (an

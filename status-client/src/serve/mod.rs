@@ -11,6 +11,8 @@ mod connections;
 mod context;
 mod errors;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod limits;
 mod routes;

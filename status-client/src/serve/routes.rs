@@ -128,8 +128,7 @@ async fn create_order(
     call: CallContext,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut request: CreateOrderRequest = parse_body(body)?;
-    request.request_id = idempotency_key(call.idempotency_key, request.request_id)?;
+    let request = create_request(body, call.idempotency_key)?;
     let order = state.client.create_order(request, call.options).await?;
     let location = format!("/v1/orders/{}", order.order_id);
     Ok((
@@ -146,7 +145,31 @@ async fn update_status(
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
+    let request = update_request(path_id(id)?, body, call.idempotency_key)?;
+    let order = state
+        .client
+        .update_order_status(request, call.options)
+        .await?;
+    Ok(Json(order).into_response())
+}
+
+/// The `CreateOrderRequest` of a `POST /v1/orders` body and `Idempotency-Key` header.
+pub(crate) fn create_request(
+    body: Result<Bytes, BytesRejection>,
+    idempotency_key_header: Option<String>,
+) -> Result<CreateOrderRequest, ApiError> {
+    let mut request: CreateOrderRequest = parse_body(body)?;
+    request.request_id = idempotency_key(idempotency_key_header, request.request_id)?;
+    Ok(request)
+}
+
+/// The `UpdateOrderStatusRequest` of a `POST /v1/orders/{id}/status` to the order `id`, from
+/// its body and `Idempotency-Key` header.
+pub(crate) fn update_request(
+    id: String,
+    body: Result<Bytes, BytesRejection>,
+    idempotency_key_header: Option<String>,
+) -> Result<UpdateOrderStatusRequest, ApiError> {
     let mut request: UpdateOrderStatusRequest = parse_body(body)?;
     if !request.order_id.is_empty() && request.order_id != id {
         return Err(ApiError::bad_request(
@@ -155,12 +178,8 @@ async fn update_status(
         ));
     }
     request.order_id = id;
-    request.request_id = idempotency_key(call.idempotency_key, request.request_id)?;
-    let order = state
-        .client
-        .update_order_status(request, call.options)
-        .await?;
-    Ok(Json(order).into_response())
+    request.request_id = idempotency_key(idempotency_key_header, request.request_id)?;
+    Ok(request)
 }
 
 async fn healthz() -> Response {

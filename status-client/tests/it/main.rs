@@ -1,6 +1,7 @@
 //! status-client's integration tests, one binary: the library against scripted and TLS servers
 //! on port 0, and what its telemetry records.
 
+mod fuzz_regressions;
 mod rate_limited;
 mod scripted_server;
 mod support;

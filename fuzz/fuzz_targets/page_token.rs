@@ -1,0 +1,4 @@
+#![no_main]
+//! See `order_service::fuzzing::page_token` for what the input means and the properties checked.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| order_service::fuzzing::page_token(data));
