@@ -10,6 +10,12 @@
 #                               order-service, status-client
 #   billing.pem, billing.key    a client certificate, URI SAN spiffe://order-status.dev/billing
 #   gateway.pem, gateway.key    a client certificate, DNS SAN status-client.internal
+#   healthcheck.pem, .key       a client certificate, DNS SAN order-service.healthcheck (for
+#                               `order-service healthcheck` under mutual TLS)
+#
+# The keys the TLS stack mounts into its containers (server, gateway, healthcheck) are readable
+# by everyone (0644): the containers run as user 10001, not as you. ca.key and billing.key stay
+# 0600. Development only, like everything here.
 set -euo pipefail
 
 readonly DIR="${1:-dev-certs}"
@@ -40,5 +46,7 @@ issue() {
 issue server "IP:127.0.0.1,DNS:localhost,DNS:order-service,DNS:status-client" serverAuth
 issue billing "URI:spiffe://order-status.dev/billing" clientAuth
 issue gateway "DNS:status-client.internal" clientAuth
-chmod 600 ./*.key
+issue healthcheck "DNS:order-service.healthcheck" clientAuth
+chmod 600 ca.key billing.key
+chmod 644 server.key gateway.key healthcheck.key
 echo "certificates in $(pwd)"

@@ -44,6 +44,28 @@ pub struct HealthcheckArgs {
     /// How long to wait for the answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// PEM CA bundle that signed the server's certificate: check over TLS instead of plaintext
+    /// (for a server started with `--tls-cert`).
+    #[arg(long, env = "ORDER_SERVICE_HEALTHCHECK_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate to present, for a server that requires one (`--tls-client-ca`).
+    #[arg(long, env = "ORDER_SERVICE_HEALTHCHECK_CLIENT_CERT",
+          requires_all = ["client_key", "ca_cert"])]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `--client-cert`.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_HEALTHCHECK_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+    /// Name the server's certificate must carry; the address's IP when unset.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_HEALTHCHECK_TLS_SERVER_NAME",
+        requires = "ca_cert"
+    )]
+    pub tls_server_name: Option<String>,
 }
 
 /// Flags of serving.

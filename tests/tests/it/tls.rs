@@ -711,3 +711,109 @@ async fn the_gateway_serves_a_renewed_certificate_after_sighup() {
         .unwrap();
     assert_eq!(health.status, 200, "{}", health.body);
 }
+
+/// Runs `order-service healthcheck` against `server` with `args`; its exit status and stderr.
+async fn healthcheck(server: &OrderServiceProcess, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(workspace_binary("order-service").unwrap())
+        .arg("healthcheck")
+        .args(["--addr", &server.addr().to_string(), "--timeout", "5s"])
+        .args(args)
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_healthcheck_speaks_tls_and_mutual_tls_when_given_a_ca() {
+    let pki = Pki::new();
+    let tls = pki.start(false, &[]).await;
+    let ca = path(pki.ca.cert());
+
+    let (healthy, stderr) = healthcheck(&tls, &["--ca-cert", ca]).await;
+    assert!(healthy, "healthcheck over TLS failed: {stderr}");
+    let (healthy, _) = healthcheck(&tls, &[]).await;
+    assert!(
+        !healthy,
+        "a plaintext healthcheck cannot pass against a TLS server"
+    );
+    let (healthy, stderr) = healthcheck(
+        &tls,
+        &["--ca-cert", ca, "--tls-server-name", "elsewhere.invalid"],
+    )
+    .await;
+    assert!(
+        !healthy,
+        "the server's certificate does not name elsewhere.invalid, yet the check passed"
+    );
+    assert!(stderr.contains("healthcheck"), "{stderr}");
+
+    let mutual = pki.start(true, &[]).await;
+    let (healthy, _) = healthcheck(&mutual, &["--ca-cert", ca]).await;
+    assert!(
+        !healthy,
+        "passed under mutual TLS without a client certificate"
+    );
+    // An unmapped certificate of the CA: the health service needs no principal.
+    let probe = pki.client("probe", "DNS:probe.internal");
+    let (healthy, stderr) = healthcheck(
+        &mutual,
+        &[
+            "--ca-cert",
+            ca,
+            "--client-cert",
+            path(&probe.cert),
+            "--client-key",
+            path(&probe.key),
+        ],
+    )
+    .await;
+    assert!(healthy, "healthcheck over mutual TLS failed: {stderr}");
+    let other_ca = TestCa::new(pki.dir.path(), "other").unwrap();
+    let stranger = other_ca.client("stranger", "DNS:probe.internal").unwrap();
+    let (healthy, _) = healthcheck(
+        &mutual,
+        &[
+            "--ca-cert",
+            ca,
+            "--client-cert",
+            path(&stranger.cert),
+            "--client-key",
+            path(&stranger.key),
+        ],
+    )
+    .await;
+    assert!(!healthy, "passed with a certificate of another CA");
+}
+
+#[tokio::test]
+async fn the_healthcheck_reads_its_tls_files_from_variables_and_names_an_unreadable_one() {
+    let pki = Pki::new();
+    let mutual = pki.start(true, &[]).await;
+    let probe = pki.client("probe", "DNS:probe.internal");
+    let run = |ca: &str| {
+        tokio::process::Command::new(workspace_binary("order-service").unwrap())
+            .args(["healthcheck", "--timeout", "5s"])
+            .env_clear()
+            .env("ORDER_SERVICE_ADDR", mutual.addr().to_string())
+            .env("ORDER_SERVICE_HEALTHCHECK_CA_CERT", ca)
+            .env("ORDER_SERVICE_HEALTHCHECK_CLIENT_CERT", path(&probe.cert))
+            .env("ORDER_SERVICE_HEALTHCHECK_CLIENT_KEY", path(&probe.key))
+            .output()
+    };
+    let output = run(path(pki.ca.cert())).await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let missing = pki.dir.path().join("missing-ca.pem");
+    let output = run(path(&missing)).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing-ca.pem"), "{stderr}");
+}
