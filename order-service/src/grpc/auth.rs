@@ -340,16 +340,7 @@ impl TokenSet {
                 "the bearer token is not known",
             )
         })?;
-        if let Some(scope) = Scope::required_by(method)
-            && !credential.scopes.contains(&scope)
-        {
-            return Err(super::error::status_with(
-                Code::PermissionDenied,
-                reason::MISSING_SCOPE,
-                format!("{method} needs scope {}", scope.name()),
-                HashMap::from([("scope".to_owned(), scope.name().to_owned())]),
-            ));
-        }
+        permit(method, &credential.scopes)?;
         Ok(credential.principal.clone())
     }
 }
@@ -384,17 +375,22 @@ impl TokenSet {
                  `authorization: Bearer <token>` header",
             ));
         };
-        if let Some(scope) = Scope::required_by(method)
-            && !mapped.scopes.contains(&scope)
-        {
-            return Err(super::error::status_with(
-                Code::PermissionDenied,
-                reason::MISSING_SCOPE,
-                format!("{method} needs scope {}", scope.name()),
-                HashMap::from([("scope".to_owned(), scope.name().to_owned())]),
-            ));
-        }
+        permit(method, &mapped.scopes)?;
         Ok(mapped.principal.clone())
+    }
+}
+
+/// `PERMISSION_DENIED` unless `scopes` hold the one `method` needs: the same rule for a token's
+/// principal and a certificate's.
+fn permit(method: &str, scopes: &[Scope]) -> Result<(), Status> {
+    match Scope::required_by(method) {
+        Some(scope) if !scopes.contains(&scope) => Err(super::error::status_with(
+            Code::PermissionDenied,
+            reason::MISSING_SCOPE,
+            format!("{method} needs scope {}", scope.name()),
+            HashMap::from([("scope".to_owned(), scope.name().to_owned())]),
+        )),
+        _ => Ok(()),
     }
 }
 
