@@ -334,6 +334,20 @@ async fn send(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
+    Ok(sender
+        .send_request(http1_request(addr, method, path, headers, body)?)
+        .await?)
+}
+
+/// An HTTP/1.1 request to the gateway at `addr`: `host`, the given headers, and a JSON body
+/// when there is one.
+pub fn http1_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
     let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -344,8 +358,7 @@ async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))?;
-    Ok(sender.send_request(request).await?)
+    Ok(request.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))?)
 }
 
 /// One Server-Sent Event.

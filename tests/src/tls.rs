@@ -9,8 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -231,17 +230,7 @@ pub async fn https_request(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))?;
+    let request = crate::status_client_process::http1_request(addr, method, path, headers, body)?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
