@@ -20,7 +20,8 @@ const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
 /// when a later page is freed after that: an idle server kept the hundreds of MiB a closed
 /// connection had made it hold. Any delay above zero has the same flaw (10 ms still left all of
 /// it held in one run of five, when nothing was freed after the delay passed); 0 returns the
-/// pages as they are freed. The cost, an madvise per page that falls empty, is not measured yet.
+/// pages as they are freed. Its cost (an madvise per page that falls empty) did not show in
+/// `bench`: GetOrder's server CPU was 2.15× bare tonic's with 0 and with 10 ms (4 runs each).
 const PURGE_DELAY_MS: &str = "0";
 
 fn main() -> ExitCode {
