@@ -237,12 +237,7 @@ impl TokenSet {
                 principal: entry.principal.clone(),
                 problem,
             };
-            if entry.principal.trim().is_empty() {
-                return Err(problem("principal must not be empty".into()));
-            }
-            if entry.scopes.is_empty() {
-                return Err(problem("scopes must name at least one scope".into()));
-            }
+            check_principal_and_scopes(&entry.principal, &entry.scopes).map_err(problem)?;
             let mut hash = [0u8; 32];
             hex::decode_to_slice(entry.sha256.trim(), &mut hash).map_err(|_| {
                 problem("sha256 must be 64 hex digits (the SHA-256 of the token)".into())
@@ -380,6 +375,17 @@ impl TokenSet {
     }
 }
 
+/// What every entry, `[[token]]` or `[[client_cert]]`, must have: a principal and a scope.
+fn check_principal_and_scopes(principal: &str, scopes: &[Scope]) -> Result<(), String> {
+    if principal.trim().is_empty() {
+        return Err("principal must not be empty".into());
+    }
+    if scopes.is_empty() {
+        return Err("scopes must name at least one scope".into());
+    }
+    Ok(())
+}
+
 /// `PERMISSION_DENIED` unless `scopes` hold the one `method` needs: the same rule for a token's
 /// principal and a certificate's.
 fn permit(method: &str, scopes: &[Scope]) -> Result<(), Status> {
@@ -412,12 +418,7 @@ fn parse_client_certs(
             principal: entry.principal.clone(),
             problem,
         };
-        if entry.principal.trim().is_empty() {
-            return Err(problem("principal must not be empty".into()));
-        }
-        if entry.scopes.is_empty() {
-            return Err(problem("scopes must name at least one scope".into()));
-        }
+        check_principal_and_scopes(&entry.principal, &entry.scopes).map_err(problem)?;
         let name = match (&entry.uri_san, &entry.dns_san) {
             (Some(uri), None) if !uri.trim().is_empty() => CertificateName::Uri(uri.clone()),
             (None, Some(dns)) if !dns.trim().is_empty() && !dns.contains('*') => {
