@@ -5,6 +5,7 @@
 
 mod instrumented;
 mod live;
+pub mod record;
 mod sqlite;
 
 pub use instrumented::InstrumentedStore;
