@@ -373,6 +373,29 @@ async fn concurrent_updates_of_one_version_on_two_replicas_one_wins() {
             won.order
         );
     }
+    // Listing with filters and pages, on the other replica.
+    let query = |status, customer: Option<&str>, after| ListQuery {
+        page_size: 3,
+        after,
+        status,
+        customer_id: customer.map(|c| order_service::domain::CustomerId::parse(c).unwrap()),
+    };
+    let all = b.list(&query(None, None, 0)).await.unwrap();
+    assert_eq!(all.orders.len(), 3);
+    let rest = b
+        .list(&query(None, None, all.next_after.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(rest.orders[0].customer_id.as_str(), "c-3");
+    let paid = b
+        .list(&query(Some(OrderStatus::Paid), None, 0))
+        .await
+        .unwrap()
+        .orders;
+    assert!(paid.iter().all(|order| order.status == OrderStatus::Paid));
+    let one = b.list(&query(None, Some("c-7"), 0)).await.unwrap();
+    assert_eq!(one.orders.len(), 1);
+    assert_eq!(one.next_after, None);
     drop((a, b));
     db.remove().await;
 }
