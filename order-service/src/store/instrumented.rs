@@ -1,7 +1,7 @@
 //! A store decorator that gives every store operation a span (a child of the call's server span)
 //! and a latency measurement, whichever database is behind it.
 
-use super::{LogBounds, OrderStore};
+use super::{Live, LogBounds, OrderStore};
 use crate::domain::{
     Change, Error, ListQuery, Order, OrderEvent, OrderId, Page, Write, WriteOutcome,
 };
@@ -100,7 +100,7 @@ impl OrderStore for InstrumentedStore {
         self.observe("log_bounds", self.inner.log_bounds()).await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<OrderEvent>> {
+    fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.inner.subscribe()
     }
 

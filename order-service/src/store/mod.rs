@@ -14,13 +14,12 @@ mod sqlite;
 mod watch;
 
 pub use instrumented::InstrumentedStore;
-pub use live::LiveEvents;
+pub use live::{Live, LiveEvents};
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_WAL_LIMIT_BYTES, SqliteStore, WalOptions};
 pub use watch::EventWatch;
 
 use crate::domain::{Error, ListQuery, Order, OrderEvent, OrderId, Page, Write, WriteOutcome};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -108,8 +107,9 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn log_bounds(&self) -> Result<LogBounds, Error>;
 
     /// Events committed from now on (by any process sharing the store), in sequence order, with
-    /// no gap. Used through [`EventWatch`], which joins it to the stored events.
-    fn subscribe(&self) -> broadcast::Receiver<Arc<OrderEvent>>;
+    /// no silent gap: a hole that pruning made before this process could publish it is announced
+    /// as [`Live::Pruned`]. Used through [`EventWatch`], which joins it to the stored events.
+    fn subscribe(&self) -> broadcast::Receiver<Live>;
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), Error>;

@@ -13,10 +13,12 @@
 //! - A resume point below what is still stored is `EVENTS_EXPIRED`, above the log's head
 //!   `SEQUENCE_AHEAD`; a replay page is read in one snapshot with the pruned mark, so pruning
 //!   cannot leave a silent gap.
+//! - Should the live feed announce a hole that pruning made before it could publish it
+//!   ([`Live::Pruned`]), a watch that had not got past it ends with `EVENTS_EXPIRED`.
 //! - A watcher that falls further behind the live feed than its buffer is ended with
 //!   [`Error::WatcherTooSlow`], naming the sequence to resume after; writers never wait for it.
 
-use super::OrderStore;
+use super::{Live, OrderStore};
 use crate::domain::{Error, OrderEvent, OrderId, WatchStart};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ pub struct EventWatch {
     replaying: bool,
     /// Events read but not yet delivered.
     pending: VecDeque<Arc<OrderEvent>>,
-    live: broadcast::Receiver<Arc<OrderEvent>>,
+    live: broadcast::Receiver<Live>,
 }
 
 impl EventWatch {
@@ -131,10 +133,21 @@ impl EventWatch {
                 continue;
             }
             match self.live.recv().await {
-                Ok(event) => {
+                Ok(Live::Event(event)) => {
                     if event.sequence > self.cursor && self.wants(&event) {
                         self.cursor = event.sequence;
                         return Ok(event);
+                    }
+                }
+                Ok(Live::Pruned { through, .. }) => {
+                    // Whether the pruned events concerned this watch is unknown: it ends rather
+                    // than skip them silently; resuming from its cursor is then refused as
+                    // expired, as a replay that pruning overtook is.
+                    if self.cursor < through {
+                        return Err(Error::EventsExpired {
+                            requested: self.cursor,
+                            oldest: through + 1,
+                        });
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -7,7 +7,9 @@ use order_service::domain::{
     Change, CreateOrder, Error, ListQuery, NewOrder, OrderEvent, OrderId, OrderStatus, Principal,
     RawLineItem, RequestId, UnixMicros, UpdateStatus, Violations, Write,
 };
-use order_service::store::{OrderStore, PostgresSettings, PostgresStore, Retention, StoreOptions};
+use order_service::store::{
+    Live, OrderStore, PostgresSettings, PostgresStore, Retention, StoreOptions,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,14 +152,14 @@ async fn wait_for_backends(client: &tokio_postgres::Client, condition: &str, wan
 }
 
 /// The next `count` live events of `receiver`.
-async fn next_events(
-    receiver: &mut broadcast::Receiver<Arc<OrderEvent>>,
-    count: usize,
-) -> Vec<OrderEvent> {
+async fn next_events(receiver: &mut broadcast::Receiver<Live>, count: usize) -> Vec<OrderEvent> {
     tokio::time::timeout(PATIENCE, async {
         let mut events = Vec::new();
         while events.len() < count {
-            events.push((*receiver.recv().await.unwrap()).clone());
+            match receiver.recv().await.unwrap() {
+                Live::Event(event) => events.push((*event).clone()),
+                hole @ Live::Pruned { .. } => panic!("a hole in the live feed: {hole:?}"),
+            }
         }
         events
     })

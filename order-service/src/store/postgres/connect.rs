@@ -17,6 +17,14 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 /// Idle time before TCP keepalive probes on this store's connections.
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+/// How long a session may sit idle inside a transaction before PostgreSQL ends it. This store's
+/// transactions send their statements back to back (pipelined), so a session idle in one is a
+/// replica that stopped in the middle — frozen (SIGSTOP, a paused VM, a stalled host) or cut off
+/// without a FIN. Such a session may hold the log head's row lock, and with it every replica's
+/// writes: PostgreSQL rolls it back after this long, releasing the lock. The frozen replica's
+/// writes were not acknowledged; when it wakes its batch finds the connection gone, runs again
+/// on a new one, and its callers' keys make that safe.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to reach PostgreSQL and how hard to try.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,8 +89,9 @@ impl PostgresSettings {
             config.keepalives_idle(KEEPALIVES_IDLE);
         }
         let timeout = format!(
-            "-c statement_timeout={}",
-            self.statement_timeout.as_millis().max(1)
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_timeout.as_millis().max(1),
+            IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
         );
         let options = match config.get_options() {
             Some(given) if !given.trim().is_empty() => format!("{given} {timeout}"),

@@ -28,7 +28,7 @@ use self::rows::{
     pool_error,
 };
 use self::writer::Job;
-use super::{LiveEvents, LogBounds, OrderStore, Retention, StoreOptions};
+use super::{Live, LiveEvents, LogBounds, OrderStore, Retention, StoreOptions};
 use crate::domain::{
     Error, ListQuery, Order, OrderEvent, OrderId, OrderStatus, Page, Write, WriteOutcome,
 };
@@ -265,7 +265,7 @@ impl OrderStore for PostgresStore {
         })
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<OrderEvent>> {
+    fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.live.subscribe()
     }
 

@@ -62,19 +62,17 @@ async fn tail(
         }
         loop {
             match read_after(&pool, published).await {
-                Ok(events) => {
+                Ok(Tail {
+                    pruned_through,
+                    events,
+                }) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("the event log can be read again; live events go on");
                     }
                     let full = events.len() as i64 == PAGE;
                     for event in events {
                         if event.sequence != published + 1 {
-                            tracing::error!(
-                                published,
-                                next = event.sequence,
-                                "broken invariant: the event log has a gap after the last \
-                                 published event (sequences must be given out in commit order)"
-                            );
+                            announce_hole(&live, published, event.sequence, pruned_through);
                         }
                         published = event.sequence;
                         live.publish(event);
@@ -99,23 +97,72 @@ async fn tail(
     }
 }
 
-async fn read_after(pool: &Pool, after: u64) -> Result<Vec<OrderEvent>, Error> {
+/// Tells subscribers that the events between `published` and `next` cannot be published, so
+/// none of them goes on as if it had been given them. Pruning explains such a hole when this
+/// replica fell behind by more than the retention (frozen, cut off); anything else is a broken
+/// invariant of the log.
+fn announce_hole(live: &LiveEvents, published: u64, next: u64, pruned_through: u64) {
+    let through = next.saturating_sub(1);
+    if pruned_through >= through {
+        tracing::warn!(
+            published,
+            through,
+            "this replica fell behind the event log by more than its retention: the events \
+             after {published} up to {through} were pruned before they were published here; \
+             live watches that had not got past them end with EVENTS_EXPIRED"
+        );
+    } else {
+        tracing::error!(
+            published,
+            next,
+            pruned_through,
+            "broken invariant: the event log has a gap pruning does not explain (sequences \
+             must be given out in commit order); live watches across it end"
+        );
+    }
+    live.publish_pruned(published, through);
+}
+
+/// One read of the log's tail: the events after the last published, and the pruned mark read in
+/// the same snapshot.
+struct Tail {
+    pruned_through: u64,
+    events: Vec<OrderEvent>,
+}
+
+async fn read_after(pool: &Pool, after: u64) -> Result<Tail, Error> {
     let client = pool.get().await.map_err(pool_error)?;
+    // One statement, so the pruned mark explains exactly the holes of this page.
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM order_events WHERE sequence > $1
-             ORDER BY sequence LIMIT $2"
+            "SELECT meta.value, page.* FROM store_meta meta
+             LEFT JOIN LATERAL (
+                 SELECT {EVENT_COLUMNS} FROM order_events WHERE sequence > $1
+                 ORDER BY sequence LIMIT $2
+             ) page ON true
+             WHERE meta.name = 'events_pruned_through'
+             ORDER BY page.sequence"
         ))
         .await
         .map_err(into_error)?;
     let after = i64::try_from(after).unwrap_or(i64::MAX);
-    client
+    let rows = client
         .query(&statement, &[&after, &PAGE])
         .await
-        .map_err(into_error)?
+        .map_err(into_error)?;
+    let pruned_through = rows
+        .first()
+        .map(|row| row.get::<_, i64>(0))
+        .ok_or_else(|| Error::internal("store_meta has no events_pruned_through row"))?;
+    let events = rows
         .iter()
-        .map(|row| event_from_row(row, 0))
-        .collect()
+        .filter(|row| row.get::<_, Option<i64>>(1).is_some())
+        .map(|row| event_from_row(row, 1))
+        .collect::<Result<_, _>>()?;
+    Ok(Tail {
+        pruned_through: u64::try_from(pruned_through).unwrap_or(0),
+        events,
+    })
 }
 
 /// Keeps a LISTEN connection open, waking the tailer on every notification and after every

@@ -19,7 +19,7 @@ use self::rows::{EVENT_COLUMNS, ORDER_COLUMNS, event_from_row, into_error, order
 use self::thread_exit::ThreadExit;
 use self::write_health::{WriteHealth, unavailable};
 use self::writer::{Command, Writer};
-use super::{LiveEvents, LogBounds, OrderStore, StoreOptions};
+use super::{Live, LiveEvents, LogBounds, OrderStore, StoreOptions};
 use crate::domain::{
     Error, ListQuery, Order, OrderEvent, OrderId, OrderStatus, Page, Write, WriteOutcome,
 };
@@ -345,7 +345,7 @@ impl OrderStore for SqliteStore {
             .await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<OrderEvent>> {
+    fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.live.subscribe()
     }
 
