@@ -55,6 +55,7 @@ impl Replicas {
     pub(crate) fn new(
         endpoints: &[EndpointUrl],
         ejection_time: Duration,
+        connect_timeout: Duration,
         ca_certificate_pem: Option<&[u8]>,
         client_identity: Option<&ClientIdentity>,
         metrics: &Metrics,
@@ -64,7 +65,8 @@ impl Replicas {
             .map(|url| {
                 Ok(Replica {
                     channel: replica_service(
-                        endpoint(url, ca_certificate_pem, client_identity)?.connect_lazy(),
+                        endpoint(url, connect_timeout, ca_certificate_pem, client_identity)?
+                            .connect_lazy(),
                         url,
                         metrics,
                     ),
@@ -156,6 +158,7 @@ fn replica_service(
 /// The tonic endpoint for one URL.
 fn endpoint(
     url: &EndpointUrl,
+    connect_timeout: Duration,
     ca_certificate_pem: Option<&[u8]>,
     client_identity: Option<&ClientIdentity>,
 ) -> Result<Endpoint, SettingsError> {
@@ -164,7 +167,7 @@ fn endpoint(
         source,
     };
     let mut endpoint = Endpoint::from(url.uri().clone())
-        .connect_timeout(Duration::from_secs(3))
+        .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         // Detects a replica that vanished without closing its connections (a paused process, a
         // dead host), so that a long watch stream fails over instead of hanging forever.
@@ -198,6 +201,7 @@ mod tests {
         Replicas::new(
             &urls,
             Duration::from_secs(60),
+            Duration::from_secs(1),
             None,
             None,
             &Metrics::global(),
@@ -224,6 +228,7 @@ mod tests {
         // The TLS configuration (system roots, server name from the URL) is accepted.
         Replicas::new(
             &urls,
+            Duration::from_secs(1),
             Duration::from_secs(1),
             None,
             None,

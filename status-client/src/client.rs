@@ -135,6 +135,7 @@ impl Client {
                 replicas: Replicas::new(
                     &settings.endpoints,
                     settings.ejection_time,
+                    settings.connect_timeout,
                     settings.ca_certificate_pem.as_deref(),
                     settings.client_identity.as_ref(),
                     &metrics,

@@ -11,6 +11,10 @@ use crate::retry::{RetryPolicy, ThrottleSettings};
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
 /// The deadline of one call, all retries included, when none is configured (contract section 4).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening one connection to one replica may take, when not configured. Well under a
+/// call's deadline, so that a replica whose address no longer answers (a stopped container, a
+/// host gone) costs an attempt that then goes to another replica, not the whole call.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Everything a [`Client`](crate::Client) needs.
 #[derive(Debug, Clone)]
@@ -27,6 +31,9 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     /// How long a replica whose connection failed is passed over before it is tried again.
     pub ejection_time: Duration,
+    /// How long opening one connection to one replica may take before that attempt counts as
+    /// not having reached it (and the call tries another).
+    pub connect_timeout: Duration,
     /// For `https://` endpoints: the CA certificate(s), PEM, to trust instead of the system's
     /// roots (an internal CA; also what works in a scratch container without system roots).
     pub ca_certificate_pem: Option<Vec<u8>>,
@@ -66,6 +73,7 @@ impl Settings {
             retry: RetryPolicy::default(),
             throttle: ThrottleSettings::default(),
             ejection_time: Duration::from_secs(2),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             ca_certificate_pem: None,
             client_identity: None,
         }
@@ -85,6 +93,12 @@ impl Settings {
     /// Sets the overall deadline of one call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets how long opening one connection to one replica may take.
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
         self
     }
 
@@ -124,7 +138,7 @@ impl Settings {
         if self.endpoints.is_empty() {
             return Err(SettingsError::NoEndpoint);
         }
-        if self.timeout.is_zero() {
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(SettingsError::ZeroTimeout);
         }
         if let Some(token) = &self.token

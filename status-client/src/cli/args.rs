@@ -94,6 +94,10 @@ pub struct CommonArgs {
     /// request may take.
     #[arg(long, global = true, env = "STATUS_CLIENT_TIMEOUT", default_value = "5s", value_parser = settings::parse_timeout)]
     pub timeout: Duration,
+    /// How long opening one connection to one replica may take before the call tries another
+    /// (kept well under the deadline, so a replica that stopped answering costs one attempt).
+    #[arg(long, global = true, env = "STATUS_CLIENT_CONNECT_TIMEOUT", default_value = "1s", value_parser = settings::parse_timeout)]
+    pub connect_timeout: Duration,
     /// Output format: readable text, or one proto3-JSON object per line.
     #[arg(long, global = true, value_enum, env = "STATUS_CLIENT_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

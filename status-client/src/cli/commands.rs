@@ -85,7 +85,9 @@ fn client_for(common: &CommonArgs) -> anyhow::Result<Client> {
 /// The client settings of the command line, without the token (which `serve` does not use).
 pub(crate) fn settings_for(common: &CommonArgs) -> anyhow::Result<Settings> {
     use anyhow::Context as _;
-    let mut settings = Settings::new(common.endpoint.0.clone()).with_timeout(common.timeout);
+    let mut settings = Settings::new(common.endpoint.0.clone())
+        .with_timeout(common.timeout)
+        .with_connect_timeout(common.connect_timeout);
     if let Some(path) = &common.ca_cert {
         let pem = std::fs::read(path)
             .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;

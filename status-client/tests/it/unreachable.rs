@@ -161,3 +161,71 @@ async fn a_watch_that_cannot_open_in_time_is_deadline_exceeded_with_a_readable_d
     assert!(error.message().contains("refused"), "{error}");
     assert!(started.elapsed() >= Duration::from_millis(500));
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a connection to it
+/// neither succeeds nor fails — the way a stopped container's or a lost host's address behaves.
+async fn silent_addr() -> (
+    SocketAddr,
+    Vec<tokio::net::TcpStream>,
+    tokio::net::TcpListener,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the queue (never accepted); the connects that fit complete at once.
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    (addr, queued, listener)
+}
+
+#[tokio::test]
+async fn a_replica_whose_address_stopped_answering_costs_one_attempt_not_the_call() {
+    let (silent, _queued, _listener) = silent_addr().await;
+    let script = Scripted::default();
+    script
+        .0
+        .lock()
+        .unwrap()
+        .creates
+        .push_back(Ok(Order::default()));
+    let live = support::start(script.clone()).await;
+    // The silent replica first in the list: the first attempt goes there.
+    let settings = Settings::from_endpoint_list(&format!("http://{silent},http://{live}"))
+        .unwrap()
+        .with_token("t")
+        .with_timeout(Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_millis(300));
+    let client = Client::new(settings).unwrap();
+    let answer = client
+        .create_order(CreateOrderRequest::default(), CallOptions::new())
+        .await;
+    assert!(
+        answer.is_ok(),
+        "the call should have gone on to the live replica: {answer:?}"
+    );
+    assert_eq!(script.0.lock().unwrap().create_calls.len(), 1);
+}
+
+#[test]
+fn the_default_connect_timeout_leaves_room_for_another_attempt_within_a_short_deadline() {
+    // The gateway's deadline in the compose stack is 2 s; a connection attempt must fail well
+    // before that for the call to reach another replica.
+    assert!(status_client::settings::DEFAULT_CONNECT_TIMEOUT * 2 <= Duration::from_secs(2));
+    assert_eq!(
+        Settings::from_endpoint_list("http://127.0.0.1:1")
+            .unwrap()
+            .connect_timeout,
+        status_client::settings::DEFAULT_CONNECT_TIMEOUT
+    );
+}
