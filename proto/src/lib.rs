@@ -1,8 +1,9 @@
-//! Rust types, client and server for the `orders.v1` API, generated from
-//! `proto/orders/v1/orders.proto`, with the proto3 JSON mapping (serde) for every message, and the
+//! Rust types, clients and servers for the `orders.v1` API, generated from
+//! `proto/orders/v1/orders.proto` and `webhooks.proto`, with the proto3 JSON mapping (serde) for every message, and the
 //! encoded file descriptor set that server reflection serves.
 
-/// The `orders.v1` package: messages, `order_service_client` and `order_service_server`.
+/// The `orders.v1` package: messages, `order_service_client`/`_server` and
+/// `webhook_service_client`/`_server`.
 pub mod v1 {
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     tonic::include_proto!("orders.v1");
@@ -25,6 +26,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The fully qualified name of the order service, as health checks and reflection name it.
 pub const ORDER_SERVICE_NAME: &str = "orders.v1.OrderService";
+
+/// The fully qualified name of the webhook service, as health checks and reflection name it.
+pub const WEBHOOK_SERVICE_NAME: &str = "orders.v1.WebhookService";
 
 /// The initial metadata of every `WatchOrders` response: the decimal sequence N such that the
 /// stream delivers every matching event with a greater sequence (after the snapshot event of a

@@ -62,6 +62,15 @@ pub enum Error {
         /// The latest sequence assigned.
         latest: u64,
     },
+    /// A watcher fell further behind the live events than its buffer holds and was ended, so
+    /// that writers never wait for it; it resumes from `resume_after`.
+    #[error("this watcher fell {missed} events behind; resume with after_sequence={resume_after}")]
+    WatcherTooSlow {
+        /// Live events it missed.
+        missed: u64,
+        /// The last sequence it was given.
+        resume_after: u64,
+    },
     /// The database cannot be reached or is busy beyond its timeout; retrying may help.
     #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

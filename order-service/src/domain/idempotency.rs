@@ -2,7 +2,6 @@
 //! repeated request can be told from a different one under the same key.
 
 use super::validation::char_count;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -29,7 +28,7 @@ impl fmt::Display for Principal {
 }
 
 /// A client-chosen idempotency key: 1-128 characters of `[A-Za-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(String);
 
 impl RequestId {

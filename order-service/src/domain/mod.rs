@@ -2,6 +2,7 @@
 //! Nothing here knows about tonic or SQL; the transport turns wire input into these types and the
 //! store persists them.
 
+mod decide;
 mod error;
 mod idempotency;
 mod order;
@@ -11,6 +12,7 @@ mod time;
 mod validation;
 mod watch;
 
+pub use decide::{Effect, concurrent_change, decide, replay};
 pub use error::{Error, FieldViolation};
 pub use idempotency::{Fingerprint, Principal, RequestId};
 pub use order::{

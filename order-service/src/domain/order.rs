@@ -3,7 +3,6 @@
 
 use super::validation::char_count;
 use super::{Error, Fingerprint, OrderStatus, Principal, RequestId, UnixMicros, Violations};
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Most line items one order may have.
@@ -15,7 +14,7 @@ pub const MAX_REASON_CHARS: usize = 1_024;
 
 /// A server-assigned order id: `ord_` and 32 lower-case hex digits of a UUIDv7, so ids are
 /// URL-safe, unique and roughly time-ordered (kind to B-tree indexes).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrderId(String);
 
 impl OrderId {
@@ -44,7 +43,7 @@ impl fmt::Display for OrderId {
 }
 
 /// Who the order is for: 1-128 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CustomerId(String);
 
 impl CustomerId {
@@ -61,7 +60,7 @@ impl CustomerId {
 }
 
 /// Stock keeping unit: 1-64 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Sku(String);
 
 impl Sku {
@@ -78,7 +77,7 @@ impl Sku {
 }
 
 /// An ISO 4217 currency code: three upper-case ASCII letters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Currency(String);
 
 impl Currency {
@@ -100,7 +99,7 @@ impl Currency {
 }
 
 /// One validated line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineItem {
     /// What is ordered.
     pub sku: Sku,
@@ -111,7 +110,7 @@ pub struct LineItem {
 }
 
 /// An order as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     /// Server-assigned id.
     pub id: OrderId,
@@ -338,6 +337,16 @@ pub enum Change {
     Create(CreateOrder),
     /// See [`UpdateStatus`].
     UpdateStatus(UpdateStatus),
+}
+
+impl Change {
+    /// The free text kept with the change's event (empty for a creation).
+    pub fn reason(&self) -> &str {
+        match self {
+            Change::Create(_) => "",
+            Change::UpdateStatus(update) => &update.reason,
+        }
+    }
 }
 
 impl Write {

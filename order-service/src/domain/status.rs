@@ -1,11 +1,10 @@
 //! The order status machine: which status may follow which.
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Where an order is in its life. `ORDER_STATUS_UNSPECIFIED` is not a status an order can have,
 /// so it has no variant here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderStatus {
     /// Created, not yet paid.
     Pending,

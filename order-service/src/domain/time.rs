@@ -1,11 +1,10 @@
 //! Wall-clock instants as stored and sent: microseconds since the Unix epoch.
 
-use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since 1970-01-01T00:00:00Z. Microseconds, because that is what both SQLite
 /// integers and PostgreSQL `timestamptz` keep exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixMicros(pub i64);
 
 impl UnixMicros {

@@ -92,6 +92,12 @@ impl From<Error> for Status {
                 message,
                 meta(&[("latest_sequence", latest.to_string())]),
             ),
+            Error::WatcherTooSlow { resume_after, .. } => status_with(
+                Code::ResourceExhausted,
+                reason::WATCHER_TOO_SLOW,
+                message,
+                meta(&[("resume_after_sequence", resume_after.to_string())]),
+            ),
             Error::Unavailable(cause) => {
                 tracing::warn!(error = %DisplayChain(&*cause), "store unavailable");
                 status(

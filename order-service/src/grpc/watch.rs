@@ -1,33 +1,25 @@
-//! `WatchOrders` streams: stored events after the resume point, then live events, with no gap
-//! and no duplicate at the seam. The live feed is subscribed to before anything stored is read,
-//! and every event at or below the last sequence sent is skipped, so an event committed while
-//! the stored ones are being read arrives exactly once.
-//!
-//! Every stream says where it starts ([`OpenedWatch::watch_from`], sent as the initial metadata
-//! `orders-watch-from`): for a live watch that is the last sequence committed after the feed
-//! was subscribed to, so a client cut off before its first event can resume from it and miss
-//! nothing.
+//! `WatchOrders` streams: the store's [`EventWatch`] (the ordered, gap-free replay/live seam and
+//! its resume rules live under `store/`) mapped to the wire, with what belongs to the service:
+//! a slot per open stream, metrics, and ending every stream with UNAVAILABLE when the server
+//! shuts down so clients resume elsewhere. Every stream says where it starts
+//! ([`OpenedWatch::watch_from`], sent as the initial metadata `orders-watch-from`).
 
 use super::error::status;
 use super::orders::WatchError;
-use crate::domain::{Error, OrderEvent, OrderId, WatchStart};
-use crate::store::OrderStore;
+use crate::domain::OrderId;
+use crate::store::{EventWatch, OrderStore};
 use futures::Stream;
 use order_status_telemetry::{Metrics, WatchStreamGuard};
 use orders_proto::reason;
 use orders_proto::v1 as pb;
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 /// The response stream of `WatchOrders`.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::OrderEvent, Status>> + Send>>;
-
-/// Stored events read per query while replaying.
-const REPLAY_PAGE: usize = 512;
 
 /// Limits and signals shared by every watch stream.
 #[derive(Clone)]
@@ -66,59 +58,15 @@ pub(crate) async fn open_watch(
                 "too many open watch streams; retry later",
             ))
         })?;
-    // Subscribe first: everything committed from here on reaches us live.
-    let live = store.subscribe();
-    let mut watch = Watch {
-        store: Arc::clone(&store),
-        filter,
-        cursor: 0,
-        replaying: false,
-        pending: VecDeque::new(),
-        live,
+    let events = EventWatch::open(store, filter, after_sequence).await?;
+    let watch_from = events.starts_after();
+    let watch = Watch {
+        events,
         shutdown: options.shutdown.clone(),
         _slot: permit,
         _open: options.metrics.watch_stream_opened(),
         metrics: options.metrics.clone(),
         ended: false,
-    };
-    let watch_from = match WatchStart::new(after_sequence, watch.filter.as_ref()) {
-        WatchStart::Live => {
-            // Read after subscribing: an event committed after this read is published after it,
-            // so it reaches `live`; one at or below it had committed before, and belongs to
-            // what a client resuming from this point has already been told is past.
-            let committed = store.log_bounds().await?.latest;
-            watch.cursor = committed;
-            committed
-        }
-        WatchStart::LatestOf(order) => {
-            let latest = store
-                .latest_event(&order)
-                .await?
-                .ok_or(Error::NotFound(order))?;
-            let snapshot = latest.sequence;
-            watch.pending.push_back(latest);
-            snapshot
-        }
-        WatchStart::After(after) => {
-            let bounds = store.log_bounds().await?;
-            if after < bounds.complete_after {
-                return Err(Error::EventsExpired {
-                    requested: after,
-                    oldest: bounds.complete_after + 1,
-                }
-                .into());
-            }
-            if after > bounds.latest {
-                return Err(Error::SequenceAhead {
-                    requested: after,
-                    latest: bounds.latest,
-                }
-                .into());
-            }
-            watch.cursor = after;
-            watch.replaying = true;
-            after
-        }
     };
     Ok(OpenedWatch {
         events: Box::pin(futures::stream::unfold(watch, |mut watch| async {
@@ -130,15 +78,7 @@ pub(crate) async fn open_watch(
 }
 
 struct Watch {
-    store: Arc<dyn OrderStore>,
-    filter: Option<OrderId>,
-    /// The last sequence sent (or the resume point): nothing at or below it is sent again.
-    cursor: u64,
-    /// Still reading stored events after `cursor`.
-    replaying: bool,
-    /// Events read but not yet sent.
-    pending: VecDeque<OrderEvent>,
-    live: broadcast::Receiver<Arc<OrderEvent>>,
+    events: EventWatch,
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
     /// Keeps this stream counted as open until it is dropped.
@@ -152,67 +92,21 @@ impl Watch {
         if self.ended {
             return None;
         }
-        loop {
-            if self.shutdown.is_cancelled() {
-                return self.end(shutting_down());
+        let next = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Err(shutting_down()),
+            next = self.events.next() => next.map_err(Status::from),
+        };
+        match next {
+            Ok(event) => {
+                self.metrics.record_watch_event_sent();
+                Some(Ok(pb::OrderEvent::from(&*event)))
             }
-            if let Some(event) = self.pending.pop_front() {
-                return Some(Ok(self.send(&event)));
-            }
-            if self.replaying {
-                match self
-                    .store
-                    .events_after(self.cursor, self.filter.as_ref(), REPLAY_PAGE)
-                    .await
-                {
-                    Ok(page) if page.is_empty() => self.replaying = false,
-                    Ok(page) => self.pending.extend(page),
-                    Err(error) => return self.end(Status::from(error)),
-                }
-                continue;
-            }
-            tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => return self.end(shutting_down()),
-                received = self.live.recv() => match received {
-                    Ok(event) => {
-                        if event.sequence > self.cursor && self.wants(&event) {
-                            return Some(Ok(self.send(&event)));
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        return self.end(status(
-                            Code::ResourceExhausted,
-                            reason::WATCHER_TOO_SLOW,
-                            format!(
-                                "this watcher fell {missed} events behind; \
-                                 resume with after_sequence={}",
-                                self.cursor
-                            ),
-                        ));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return self.end(shutting_down());
-                    }
-                },
+            Err(status) => {
+                self.ended = true;
+                Some(Err(status))
             }
         }
-    }
-
-    /// Moves the cursor past `event` and encodes it.
-    fn send(&mut self, event: &OrderEvent) -> pb::OrderEvent {
-        self.cursor = event.sequence;
-        self.metrics.record_watch_event_sent();
-        pb::OrderEvent::from(event)
-    }
-
-    fn wants(&self, event: &OrderEvent) -> bool {
-        self.filter.as_ref().is_none_or(|id| *id == event.order.id)
-    }
-
-    fn end(&mut self, status: Status) -> Option<Result<pb::OrderEvent, Status>> {
-        self.ended = true;
-        Some(Err(status))
     }
 }
 

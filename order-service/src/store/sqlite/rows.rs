@@ -1,6 +1,9 @@
 //! Mapping between SQLite rows and domain values, shared by the writer and the readers.
 
-use crate::domain::{Error, Order, OrderEvent, OrderId, OrderStatus, UnixMicros};
+use crate::domain::{
+    Currency, CustomerId, Error, Order, OrderEvent, OrderId, OrderStatus, UnixMicros,
+};
+use crate::store::record;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// Columns of `orders` in the order [`order_from_row`] reads them.
@@ -14,9 +17,9 @@ pub(super) fn order_from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
     let status: i32 = row.get(5)?;
     Ok(Order {
         id: OrderId::parse(&row.get::<_, String>(0)?).map_err(corrupt(0))?,
-        customer_id: json_text(row, 1)?,
-        currency: json_text(row, 2)?,
-        items: serde_json::from_str(&row.get::<_, String>(3)?).map_err(corrupt(3))?,
+        customer_id: CustomerId::parse(&row.get::<_, String>(1)?).map_err(corrupt(1))?,
+        currency: Currency::parse(&row.get::<_, String>(2)?).map_err(corrupt(2))?,
+        items: record::decode_items(&row.get::<_, String>(3)?).map_err(corrupt(3))?,
         total_cents: row.get(4)?,
         status: OrderStatus::from_number(status)
             .ok_or_else(|| corrupt(5)(format!("unknown status {status}")))?,
@@ -34,12 +37,12 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<OrderEvent> {
         sequence: sequence as u64,
         previous_status: OrderStatus::from_number(previous),
         event_time: UnixMicros(row.get(2)?),
-        order: serde_json::from_str(&row.get::<_, String>(3)?).map_err(corrupt(3))?,
+        order: record::decode_order(&row.get::<_, String>(3)?).map_err(corrupt(3))?,
     })
 }
 
-/// One order by id.
-pub(super) fn select_order(conn: &Connection, id: &OrderId) -> Result<Order, Error> {
+/// One order by id, if it exists.
+pub(super) fn find_order(conn: &Connection, id: &OrderId) -> Result<Option<Order>, Error> {
     conn.prepare_cached(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?1"
     ))
@@ -48,8 +51,12 @@ pub(super) fn select_order(conn: &Connection, id: &OrderId) -> Result<Order, Err
             .query_row(params![id.as_str()], order_from_row)
             .optional()
     })
-    .map_err(into_error)?
-    .ok_or_else(|| Error::NotFound(id.clone()))
+    .map_err(into_error)
+}
+
+/// One order by id.
+pub(super) fn select_order(conn: &Connection, id: &OrderId) -> Result<Order, Error> {
+    find_order(conn, id)?.ok_or_else(|| Error::NotFound(id.clone()))
 }
 
 /// Maps a SQLite failure to the domain: lock timeouts and I/O trouble are "unavailable" (a retry
@@ -68,13 +75,6 @@ pub(super) fn into_error(error: rusqlite::Error) -> Error {
         ) => Error::Unavailable(Box::new(error)),
         _ => Error::Internal(Box::new(error)),
     }
-}
-
-/// Domain newtypes are stored as plain text; this reads one through its serde form, which
-/// re-validates nothing but keeps the newtype opaque outside the domain.
-fn json_text<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
-    let text: String = row.get(index)?;
-    serde_json::from_value(serde_json::Value::String(text)).map_err(corrupt(index))
 }
 
 fn corrupt<E: Into<Box<dyn std::error::Error + Send + Sync>>>(

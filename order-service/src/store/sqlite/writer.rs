@@ -7,14 +7,14 @@
 use super::cache::OrderCache;
 use super::checkpointer::{Checkpoint, CheckpointLock, checkpoint};
 use super::files::DatabaseFiles;
-use super::rows::{ORDER_COLUMNS, into_error, select_order};
+use super::rows::{ORDER_COLUMNS, find_order, into_error};
 use super::write_health::{Cause, WriteHealth, unavailable};
 use crate::domain::{
-    Change, CreateOrder, Error, Order, OrderEvent, OrderStatus, UnixMicros, UpdateStatus, Write,
-    WriteOutcome,
+    Change, Effect, Error, Order, OrderEvent, OrderStatus, UnixMicros, Write, WriteOutcome,
+    concurrent_change, decide, replay,
 };
 use crate::error_chain::DisplayChain;
-use crate::store::{LiveEvents, Retention};
+use crate::store::{LiveEvents, Retention, record};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -343,9 +343,9 @@ impl std::fmt::Display for CauseText {
 impl std::error::Error for CauseText {}
 
 /// Applies one write inside the current savepoint: idempotency check, the change, its event,
-/// the idempotency record.
+/// the idempotency record. What each of them means is decided in the domain
+/// ([`crate::domain::replay`], [`crate::domain::decide`]); this only reads and writes rows.
 fn apply(conn: &Connection, write: &Write) -> Result<(WriteOutcome, Option<OrderEvent>), Error> {
-    let fingerprint = write.fingerprint();
     if let Some(request_id) = &write.request_id {
         let stored: Option<(Vec<u8>, String)> = conn
             .prepare_cached(
@@ -362,25 +362,33 @@ fn apply(conn: &Connection, write: &Write) -> Result<(WriteOutcome, Option<Order
             })
             .map_err(into_error)?;
         if let Some((stored_fingerprint, response)) = stored {
-            if stored_fingerprint != fingerprint.0 {
-                return Err(Error::IdempotencyKeyReused);
-            }
-            let order: Order = serde_json::from_str(&response).map_err(Error::internal)?;
-            return Ok((
-                WriteOutcome {
-                    order,
-                    replayed: true,
-                },
-                None,
-            ));
+            let first_response = record::decode_order(&response).map_err(Error::internal)?;
+            return Ok((replay(write, &stored_fingerprint, first_response)?, None));
         }
     }
-    let (order, event) = match &write.change {
-        Change::Create(create) => create_order(conn, create, write.now)?,
-        Change::UpdateStatus(update) => update_status(conn, update, write.now)?,
+    let current = match &write.change {
+        Change::Create(_) => None,
+        Change::UpdateStatus(update) => find_order(conn, &update.order_id)?,
     };
+    let effect = decide(&write.change, current, write.now)?;
+    let event = match &effect {
+        Effect::Insert(order) => {
+            insert_order(conn, order)?;
+            Some(append_event(conn, order, None, "")?)
+        }
+        Effect::Update { from, to } => {
+            update_order(conn, from, to)?;
+            Some(append_event(
+                conn,
+                to,
+                Some(from.status),
+                write.change.reason(),
+            )?)
+        }
+        Effect::Unchanged(_) => None,
+    };
+    let order = effect.order().clone();
     if let Some(request_id) = &write.request_id {
-        let response = serde_json::to_string(&order).map_err(Error::internal)?;
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (principal, request_id, fingerprint, response, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -389,8 +397,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<(WriteOutcome, Option<Order
             statement.execute(params![
                 write.principal.as_str(),
                 request_id.as_str(),
-                &fingerprint.0[..],
-                response,
+                &write.fingerprint().0[..],
+                record::encode_order(&order),
                 write.now.0
             ])
         })
@@ -405,16 +413,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<(WriteOutcome, Option<Order
     ))
 }
 
-fn create_order(
-    conn: &Connection,
-    create: &CreateOrder,
-    now: UnixMicros,
-) -> Result<(Order, Option<OrderEvent>), Error> {
-    let order = create
-        .order
-        .clone()
-        .into_order(create.order_id.clone(), now);
-    let items = serde_json::to_string(&order.items).map_err(Error::internal)?;
+fn insert_order(conn: &Connection, order: &Order) -> Result<(), Error> {
     conn.prepare_cached(&format!(
         "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     ))
@@ -423,7 +422,7 @@ fn create_order(
             order.id.as_str(),
             order.customer_id.as_str(),
             order.currency.as_str(),
-            items,
+            record::encode_items(&order.items),
             order.total_cents,
             order.status.number(),
             order.version,
@@ -432,35 +431,31 @@ fn create_order(
         ])
     })
     .map_err(into_error)?;
-    let event = append_event(conn, &order, None, "")?;
-    Ok((order, Some(event)))
+    Ok(())
 }
 
-fn update_status(
-    conn: &Connection,
-    update: &UpdateStatus,
-    now: UnixMicros,
-) -> Result<(Order, Option<OrderEvent>), Error> {
-    let current = select_order(conn, &update.order_id)?;
-    let Some(changed) = current.change_status(update.target, update.expected_version, now)? else {
-        return Ok((current, None));
-    };
-    conn.prepare_cached(
-        "UPDATE orders SET status = ?1, version = ?2, update_time = ?3
-         WHERE order_id = ?4 AND version = ?5",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            changed.status.number(),
-            changed.version,
-            changed.update_time.0,
-            changed.id.as_str(),
-            current.version,
-        ])
-    })
-    .map_err(into_error)?;
-    let event = append_event(conn, &changed, Some(current.status), &update.reason)?;
-    Ok((changed, Some(event)))
+/// Moves the row still at `from`'s version to `to`; a row at another version is a lost race.
+fn update_order(conn: &Connection, from: &Order, to: &Order) -> Result<(), Error> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE orders SET status = ?1, version = ?2, update_time = ?3
+             WHERE order_id = ?4 AND version = ?5",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                to.status.number(),
+                to.version,
+                to.update_time.0,
+                to.id.as_str(),
+                from.version,
+            ])
+        })
+        .map_err(into_error)?;
+    if updated == 1 {
+        return Ok(());
+    }
+    let actual = find_order(conn, &from.id)?.map(|order| order.version);
+    Err(concurrent_change(from, actual))
 }
 
 fn append_event(
@@ -469,7 +464,7 @@ fn append_event(
     previous_status: Option<OrderStatus>,
     reason: &str,
 ) -> Result<OrderEvent, Error> {
-    let snapshot = serde_json::to_string(order).map_err(Error::internal)?;
+    let snapshot = record::encode_order(order);
     let event_time = order.update_time;
     conn.prepare_cached(
         "INSERT INTO order_events (order_id, previous_status, event_time, reason, snapshot)
