@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the docker images of the stack from this workspace, with no registry: a statically
 # linked release build of each binary, copied with CA certificates and a passwd/group entry for a
-# non-root user into a `FROM scratch` image.
+# non-root user into a `FROM scratch` image; and the PostgreSQL image of docker-compose.pg.yml
+# from this machine's postgresql-15 package (deploy/build-postgres-image.sh).
 #
-#   deploy/build-images.sh              cargo build (static, release) + docker build of all images
-#   deploy/build-images.sh --no-cargo   reuse the binaries already built (fails if one is missing)
+#   deploy/build-images.sh                 cargo build (static, release) + docker build of all images
+#   deploy/build-images.sh --no-cargo      reuse the binaries already built (fails if one is missing)
+#   deploy/build-images.sh --no-postgres   leave out the postgres image (no postgresql-15 needed)
 #
-# Images: ${ORDER_STATUS_IMAGE_PREFIX:-order-status}/{order-service,status-client,otlp-receiver}
-# tagged ${ORDER_STATUS_IMAGE_TAG:-dev} — the names docker-compose.yml uses.
+# Images: ${ORDER_STATUS_IMAGE_PREFIX:-order-status}/{order-service,status-client,otlp-receiver,
+# postgres} tagged ${ORDER_STATUS_IMAGE_TAG:-dev} — the names the compose files use.
 set -euo pipefail
 
 readonly TARGET_TRIPLE=x86_64-unknown-linux-gnu
@@ -21,12 +23,14 @@ readonly -A PACKAGE_OF=(
 )
 readonly IMAGES=(order-service status-client otlp-receiver)
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 run_cargo=1
+build_postgres=1
 while (($#)); do
     case "$1" in
         --no-cargo) run_cargo=0 ;;
+        --no-postgres) build_postgres=0 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "build-images: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -39,6 +43,11 @@ cd "$repo_root"
 for tool in cargo docker readelf strip; do
     command -v "$tool" >/dev/null || { echo "build-images: '$tool' not found on PATH" >&2; exit 1; }
 done
+# Before the long cargo build: a missing postgresql-15 fails now, with the way to install it.
+if ((build_postgres)); then
+    deploy/build-postgres-image.sh --check ||
+        { echo "build-images: (or leave the postgres image out: --no-postgres)" >&2; exit 1; }
+fi
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 [[ -r "$ca_bundle" ]] || { echo "build-images: $ca_bundle missing (install ca-certificates)" >&2; exit 1; }
 
@@ -94,11 +103,17 @@ for image in "${IMAGES[@]}"; do
         -t "$name" -f "deploy/$image.Dockerfile" "$context" >/dev/null
 done
 
+built=("${IMAGES[@]}")
+if ((build_postgres)); then
+    deploy/build-postgres-image.sh
+    built+=(postgres)
+fi
+
 # The images these tags pointed to before are now untagged: remove them (ours only).
 docker image prune --force --filter "label=org.opencontainers.image.vendor=order-status" >/dev/null
 
 echo "build-images: done"
-for image in "${IMAGES[@]}"; do
+for image in "${built[@]}"; do
     name="$PREFIX/$image:$TAG"
     bytes="$(docker image inspect --format '{{.Size}}' "$name")"
     awk -v name="$name" -v bytes="$bytes" 'BEGIN { printf "  %-40s %6.1f MB\n", name, bytes / 1e6 }'

