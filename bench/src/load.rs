@@ -82,6 +82,9 @@ pub struct LoadResult {
     pub server_cpu: Option<Duration>,
     /// CPU time this (client) process used in the window, when it could be read.
     pub client_cpu: Option<Duration>,
+    /// CPU time the database server used in the window, when the caller asked for it and it
+    /// could be read (PostgreSQL; SQLite runs inside the service).
+    pub database_cpu: Option<Duration>,
 }
 
 impl LoadResult {
@@ -97,9 +100,11 @@ impl LoadResult {
             // Nothing merged yet: CPU figures start from the first window's.
             self.server_cpu = other.server_cpu;
             self.client_cpu = other.client_cpu;
+            self.database_cpu = other.database_cpu;
         } else {
             self.server_cpu = add(self.server_cpu, other.server_cpu);
             self.client_cpu = add(self.client_cpu, other.client_cpu);
+            self.database_cpu = add(self.database_cpu, other.database_cpu);
         }
         self.add_calls(other);
         self.window += other.window;
@@ -133,14 +138,34 @@ pub async fn run(
     settings: LoadSettings,
     cpu: Option<CpuClock>,
 ) -> anyhow::Result<LoadResult> {
+    run_spread(std::slice::from_ref(target), workload, settings, cpu, None).await
+}
+
+/// Reads a cumulative CPU time (say, of a database server's processes) at both ends of the
+/// measured window; `None` when it cannot be read.
+pub type CpuReading<'a> = &'a (dyn Fn() -> Option<Duration> + Sync);
+
+/// Like [`run`], with the connections spread over `targets` in turn (connection `i` goes to
+/// `targets[i % targets.len()]`): several replicas of one service loaded as one. The server CPU
+/// is the sum over the targets' processes; `database_cpu`, when given, is read at both ends of
+/// the window into [`LoadResult::database_cpu`].
+pub async fn run_spread(
+    targets: &[Target],
+    workload: &Workload,
+    settings: LoadSettings,
+    cpu: Option<CpuClock>,
+    database_cpu: Option<CpuReading<'_>>,
+) -> anyhow::Result<LoadResult> {
+    anyhow::ensure!(!targets.is_empty(), "no target to load");
     let mut channels = Vec::with_capacity(settings.connections);
-    for _ in 0..settings.connections {
-        channels.push(connect(target).await?);
+    for connection in 0..settings.connections {
+        let target = &targets[connection % targets.len()];
+        channels.push((target, connect(target).await?));
     }
     let start = Instant::now() + settings.warmup;
     let end = start + settings.measure;
     let mut workers = JoinSet::new();
-    for (connection, channel) in channels.iter().enumerate() {
+    for (connection, (target, channel)) in channels.iter().enumerate() {
         for stream in 0..settings.streams_per_connection {
             let call = Caller {
                 client: OrderServiceClient::new(channel.clone()),
@@ -152,12 +177,23 @@ pub async fn run(
             workers.spawn(async move { call.keep_calling(&workload, worker, start, end).await });
         }
     }
-    let server = |clock: CpuClock| clock.process_time(target.server_pid).ok();
+    let mut server_pids: Vec<u32> = targets.iter().map(|target| target.server_pid).collect();
+    server_pids.sort_unstable();
+    server_pids.dedup();
+    let server = |clock: CpuClock| {
+        server_pids
+            .iter()
+            .map(|&pid| clock.process_time(pid).ok())
+            .sum::<Option<Duration>>()
+    };
     let client = |clock: CpuClock| clock.process_time(std::process::id()).ok();
+    let database = || database_cpu.and_then(|read| read());
     tokio::time::sleep_until(start.into()).await;
+    let database_before = database();
     let before = cpu.map(|clock| (server(clock), client(clock)));
     tokio::time::sleep_until(end.into()).await;
     let after = cpu.map(|clock| (server(clock), client(clock)));
+    let database_after = database();
     let mut result = LoadResult::default();
     while let Some(joined) = workers.join_next().await {
         result.add_calls(&joined?);
@@ -169,6 +205,9 @@ pub async fn run(
         result.server_cpu = server_after.zip(server_before).map(|(a, b)| a - b);
         result.client_cpu = client_after.zip(client_before).map(|(a, b)| a - b);
     }
+    result.database_cpu = database_after
+        .zip(database_before)
+        .map(|(a, b)| a.saturating_sub(b));
     Ok(result)
 }
 
@@ -208,7 +247,8 @@ pub async fn seed_orders(
     Ok(ids)
 }
 
-async fn connect(target: &Target) -> anyhow::Result<Channel> {
+/// Opens one HTTP/2 connection to `target` (TCP_NODELAY, TLS when it has a CA certificate).
+pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
     let mut endpoint = Endpoint::from_shared(target.url.clone())?.tcp_nodelay(true);
     if let Some(pem) = &target.ca_certificate_pem {
         endpoint = endpoint.tls_config(
@@ -220,15 +260,29 @@ async fn connect(target: &Target) -> anyhow::Result<Channel> {
 }
 
 /// A failed call: the status code name and a message.
-type Failure = (String, String);
+pub type Failure = (String, String);
 
-struct Caller {
+/// Makes calls on one connection with the target's credentials and a deadline on each.
+pub struct Caller {
     client: OrderServiceClient<Channel>,
     authorization: MetadataValue<Ascii>,
     deadline: Duration,
 }
 
 impl Caller {
+    /// A caller on `channel` sending `authorization` and `deadline` with every call.
+    pub fn new(
+        channel: Channel,
+        authorization: MetadataValue<Ascii>,
+        deadline: Duration,
+    ) -> Caller {
+        Caller {
+            client: OrderServiceClient::new(channel),
+            authorization,
+            deadline,
+        }
+    }
+
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.deadline);
@@ -304,7 +358,9 @@ impl Caller {
         Ok(())
     }
 
-    async fn create(&mut self, request_id: String) -> Result<pb::Order, Failure> {
+    /// Creates the benchmark order with idempotency key `request_id` and checks that the
+    /// answer is a new order of its shape.
+    pub async fn create(&mut self, request_id: String) -> Result<pb::Order, Failure> {
         let request = self.request(canned::create_request(request_id));
         let order = self
             .client
@@ -342,6 +398,7 @@ mod tests {
             window: Duration::from_secs(1),
             server_cpu: cpu_micros.map(Duration::from_micros),
             client_cpu: cpu_micros.map(Duration::from_micros),
+            database_cpu: cpu_micros.map(Duration::from_micros),
             ..LoadResult::default()
         };
         result.errors.insert(
@@ -365,6 +422,7 @@ mod tests {
         assert_eq!(total.errors["Unavailable"].example, "down");
         assert_eq!(total.window, Duration::from_secs(2));
         assert_eq!(total.server_cpu, Some(Duration::from_micros(50)));
+        assert_eq!(total.database_cpu, Some(Duration::from_micros(50)));
     }
 
     #[test]
