@@ -1,18 +1,21 @@
 //! Persistence of orders, their event log and idempotency records behind one trait — the event
 //! log's contract — so the service does not care which database it runs on. SQLite (embedded,
-//! one process) is the default. What a backend must guarantee is written on [`OrderStore`]; the
-//! write decisions it applies are the domain's ([`crate::domain::decide`]), the layout of stored
-//! orders is [`record`]'s, and the watch seam built on top is [`EventWatch`]'s, so a backend only
-//! reads and writes rows, and proves itself by passing the same conformance tests.
+//! one process) is the default; PostgreSQL serves several replicas on one database. What a
+//! backend must guarantee is written on [`OrderStore`]; the write decisions it applies are the
+//! domain's ([`crate::domain::decide`]), the layout of stored orders is [`record`]'s, and the
+//! watch seam built on top is [`EventWatch`]'s, so a backend only reads and writes rows, and
+//! proves itself by passing the same conformance tests.
 
 mod instrumented;
 mod live;
+mod postgres;
 pub mod record;
 mod sqlite;
 mod watch;
 
 pub use instrumented::InstrumentedStore;
 pub use live::LiveEvents;
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_WAL_LIMIT_BYTES, SqliteStore, WalOptions};
 pub use watch::EventWatch;
 
