@@ -269,7 +269,7 @@ async fn bench(
         }
     };
     let postmaster = facts.postmaster_pid();
-    let database_cpu = move || Some(cpu?.tree_time(postmaster?).ok()?);
+    let database_cpu = move || cpu?.tree_time(postmaster?).ok();
 
     let authorization = format!("Bearer {token}").parse()?;
     let target = |server: &ServerProcess| Target {
@@ -616,8 +616,8 @@ fn print_summary(totals: &mut Totals, args: &Args, in_flight: usize) -> u64 {
     if args.calls.contains(&Call::GetOrder) {
         let bare = Figures::of(&mut totals.get_bare);
         let real = Figures::of(&mut totals.get_real);
-        println!("  GetOrder     bare tonic       {}", bare.line("req"));
-        println!("  GetOrder     order-service A  {}", real.line("req"));
+        println!("  GetOrder     bare tonic      {}", bare.line("req"));
+        println!("  GetOrder     order-service A {}", real.line("req"));
         println!(
             "  GetOrder     order-service (PostgreSQL) / bare tonic: {:.2} x requests/s, p50 \
              x{:.2}, p99 x{:.2}{}",
@@ -636,19 +636,19 @@ fn print_summary(totals: &mut Totals, args: &Args, in_flight: usize) -> u64 {
         let two = Figures::of(&mut totals.create_two);
         let single = totals.commits_one.per_second();
         let many = totals.commits_many.per_second();
-        println!("  CreateOrder  1 replica        {}", one.line("create"));
-        println!("  CreateOrder  2 replicas       {}", two.line("create"));
+        println!("  CreateOrder  1 replica       {}", one.line("create"));
+        println!("  CreateOrder  2 replicas      {}", two.line("create"));
         println!(
-            "  single-row commits, 1 client         {}",
+            "  single-row commits, 1 client  {}",
             totals.commits_one.line()
         );
         println!(
-            "  single-row commits, {in_flight:>3} clients    {}",
+            "  single-row commits, {in_flight} clients  {}",
             totals.commits_many.line()
         );
         for (label, figures) in [("1 replica ", &one), ("2 replicas", &two)] {
             println!(
-                "  CreateOrder  {label} durable creates/s / single-row commits/s: {:.1} x (1 \
+                "  CreateOrder  {label} durable creates/s / single-row commits/s: {:.2} x (1 \
                  client), {:.2} x ({in_flight} clients)",
                 figures.per_second / single,
                 figures.per_second / many
@@ -667,18 +667,24 @@ fn print_summary(totals: &mut Totals, args: &Args, in_flight: usize) -> u64 {
     }
     if args.calls.contains(&Call::Watch) {
         print_delivery("  ", &totals.delivery);
-        let mut send = totals.delivery.send_to_delivery_us.clone();
-        send.sort_unstable();
-        let p99 = delivery::percentile_signed(&send, 0.99);
+        let p99 = |latencies: &[i64]| {
+            let mut sorted = latencies.to_vec();
+            sorted.sort_unstable();
+            (!sorted.is_empty()).then(|| delivery::percentile_signed(&sorted, 0.99))
+        };
+        let from_ack = p99(&totals.delivery.ack_to_delivery_us);
+        let from_send = p99(&totals.delivery.send_to_delivery_us);
+        let shown = |p99: Option<i64>| p99.map_or("none delivered".into(), delivery::signed_millis);
         println!(
-            "  aim cross-replica p99 < 50 ms (from A's send, an upper bound of commit -> \
-             delivery): {} ({})",
-            if p99 < 50_000 && !send.is_empty() {
+            "  aim cross-replica p99 < 50 ms, from commit on A (its acknowledgement) to B's \
+             watcher: {} ({}; from A's send, adding the create's own queueing and commit: {})",
+            if from_ack.is_some_and(|p99| p99 < 50_000) {
                 "reached"
             } else {
                 "NOT reached"
             },
-            delivery::signed_millis(p99)
+            shown(from_ack),
+            shown(from_send)
         );
         failed += totals.delivery.failed_count()
             + totals.delivery.undelivered
