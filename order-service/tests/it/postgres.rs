@@ -373,6 +373,29 @@ async fn concurrent_updates_of_one_version_on_two_replicas_one_wins() {
             won.order
         );
     }
+    // Listing with filters and pages, on the other replica.
+    let query = |status, customer: Option<&str>, after| ListQuery {
+        page_size: 3,
+        after,
+        status,
+        customer_id: customer.map(|c| order_service::domain::CustomerId::parse(c).unwrap()),
+    };
+    let all = b.list(&query(None, None, 0)).await.unwrap();
+    assert_eq!(all.orders.len(), 3);
+    let rest = b
+        .list(&query(None, None, all.next_after.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(rest.orders[0].customer_id.as_str(), "c-3");
+    let paid = b
+        .list(&query(Some(OrderStatus::Paid), None, 0))
+        .await
+        .unwrap()
+        .orders;
+    assert!(paid.iter().all(|order| order.status == OrderStatus::Paid));
+    let one = b.list(&query(None, Some("c-7"), 0)).await.unwrap();
+    assert_eq!(one.orders.len(), 1);
+    assert_eq!(one.next_after, None);
     drop((a, b));
     db.remove().await;
 }
@@ -494,5 +517,271 @@ async fn pruning_runs_once_across_replicas() {
         .get(0);
     assert_eq!(keys, 0, "idempotency keys past retention are gone");
     drop((a, b));
+    db.remove().await;
+}
+
+/// Replicas starting together on a new database: one migrates, the others wait for it and find
+/// the schema ready; all of them then serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_at_once_migrate_once() {
+    let db = TestDatabase::create().await;
+    let stores = futures::future::join_all((0..4).map(|_| db.store(keep()))).await;
+    for (i, store) in stores.iter().enumerate() {
+        store
+            .write(create("p", None, &format!("c-{i}")), None)
+            .await
+            .unwrap();
+    }
+    let versions: Vec<i32> = db
+        .client()
+        .await
+        .query(
+            "SELECT version FROM order_service_schema ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    assert_eq!(stores[3].log_bounds().await.unwrap().latest, 4);
+    drop(stores);
+    db.remove().await;
+}
+
+/// `sslmode=require` goes through rustls (on ring, with no second crypto provider to panic
+/// over): against a server without TLS the store refuses to open, saying why, rather than
+/// falling back to plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_never_falls_back_to_plaintext() {
+    let db = TestDatabase::create().await;
+    let mut config = db.config();
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let settings = PostgresSettings {
+        config,
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    };
+    let options = StoreOptions {
+        retention: keep(),
+        live_buffer: 16,
+    };
+    let Err(error) = PostgresStore::open(settings, options).await else {
+        panic!("opened without TLS although sslmode=require");
+    };
+    let message = order_service::error_chain::DisplayChain(&error).to_string();
+    eprintln!("sslmode=require refused: {message}");
+    assert!(matches!(error, Error::Unavailable(_)), "{message}");
+    assert!(
+        message.to_lowercase().contains("tls") || message.to_lowercase().contains("ssl"),
+        "{message}"
+    );
+    db.remove().await;
+}
+
+/// Writes queued behind busy writers go into one batch: one of them failing in the database
+/// fails alone (its savepoint is rolled back, the others commit), and one whose deadline passed
+/// while it waited is answered DEADLINE_EXCEEDED and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_or_expired_write_leaves_its_batch_alone() {
+    let db = TestDatabase::create().await;
+    let store = db.store(keep()).await;
+    let control = db.client().await;
+    control
+        .batch_execute(&format!(
+            r#"CREATE FUNCTION test_stall() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN PERFORM pg_advisory_xact_lock_shared({STALL_LOCK}); RETURN NEW; END $$;
+               CREATE TRIGGER stall_orders BEFORE INSERT ON orders FOR EACH ROW
+                   WHEN (NEW.customer_id = 'stall') EXECUTE FUNCTION test_stall();
+               CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'poisoned order'; END $$;
+               CREATE TRIGGER poison_orders BEFORE INSERT ON orders FOR EACH ROW
+                   WHEN (NEW.customer_id = 'poison') EXECUTE FUNCTION test_poison();"#
+        ))
+        .await
+        .unwrap();
+    control
+        .execute("SELECT pg_advisory_lock($1)", &[&STALL_LOCK])
+        .await
+        .unwrap();
+    // Every writer task busy inside a stalled transaction.
+    let mut stalled = JoinSet::new();
+    for busy in 1..=3 {
+        let store = Arc::clone(&store);
+        stalled.spawn(async move { store.write(create("p", None, "stall"), None).await });
+        // One at a time, so each is a batch of its own in a writer of its own.
+        wait_for_backends(&control, "wait_event = 'advisory'", busy).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(20);
+    let mut queued = JoinSet::new();
+    for (i, customer) in ["good-1", "poison", "late", "good-2"]
+        .into_iter()
+        .enumerate()
+    {
+        let store = Arc::clone(&store);
+        let deadline = (customer == "late").then_some(deadline);
+        queued.spawn(async move {
+            (
+                i,
+                store
+                    .write(create("p", Some(&format!("k-{i}")), customer), deadline)
+                    .await,
+            )
+        });
+    }
+    // Let the late write's deadline pass while it waits in the queue.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline) + Duration::from_millis(5))
+        .await;
+    control
+        .execute("SELECT pg_advisory_unlock($1)", &[&STALL_LOCK])
+        .await
+        .unwrap();
+    while let Some(done) = stalled.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = queued.join_next().await {
+        answers.push(done.unwrap());
+    }
+    answers.sort_by_key(|(i, _)| *i);
+    assert!(answers[0].1.is_ok(), "{:?}", answers[0]);
+    assert!(
+        matches!(&answers[1].1, Err(Error::Internal(cause)) if format!("{cause:?}").contains("poisoned")),
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(answers[2].1, Err(Error::DeadlineExceeded)),
+        "{:?}",
+        answers[2]
+    );
+    assert!(answers[3].1.is_ok(), "{:?}", answers[3]);
+    let stored = store.events_after(0, None, 100).await.unwrap();
+    assert_eq!(sequences(&stored), [1, 2, 3, 4, 5]);
+    let mut customers = customers(&stored);
+    customers.sort();
+    assert_eq!(customers, ["good-1", "good-2", "stall", "stall", "stall"]);
+    // The failed and the expired writes left no idempotency record: their keys are free.
+    let keys: i64 = control
+        .query_one("SELECT count(*) FROM idempotency_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2);
+    drop(store);
+    db.remove().await;
+}
+
+/// Writers spread over both replicas, a watcher on each: every acknowledged write's event
+/// arrives once on both, in strictly increasing, contiguous order, the same on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watchers_on_both_replicas_see_one_gap_free_order() {
+    let db = TestDatabase::create().await;
+    let replicas = [db.store(keep()).await, db.store(keep()).await];
+    let mut watchers = [replicas[0].subscribe(), replicas[1].subscribe()];
+    let mut writers = JoinSet::new();
+    for writer in 0..8 {
+        let store = Arc::clone(&replicas[writer % 2]);
+        writers.spawn(async move {
+            let mut written = Vec::new();
+            for i in 0..25 {
+                let order = store
+                    .write(create("p", Some(&format!("w{writer}-{i}")), "c"), None)
+                    .await
+                    .unwrap()
+                    .order;
+                if i % 5 == 0 {
+                    store
+                        .write(update(&order.id, OrderStatus::Paid, Some(1)), None)
+                        .await
+                        .unwrap();
+                }
+                written.push(order.id);
+            }
+            written
+        });
+    }
+    let mut acknowledged = HashSet::new();
+    while let Some(done) = writers.join_next().await {
+        acknowledged.extend(done.unwrap());
+    }
+    let total = 8 * 25 + 8 * 5;
+    let mut seen = Vec::new();
+    for watcher in &mut watchers {
+        let events = next_events(watcher, total).await;
+        assert_eq!(
+            sequences(&events),
+            (1..=total as u64).collect::<Vec<_>>(),
+            "strictly increasing and contiguous"
+        );
+        let created: HashSet<OrderId> = events
+            .iter()
+            .filter(|event| event.previous_status.is_none())
+            .map(|event| event.order.id.clone())
+            .collect();
+        assert_eq!(created, acknowledged, "every acknowledged order, once");
+        seen.push(events);
+    }
+    assert_eq!(seen[0], seen[1], "both replicas publish the same log");
+    drop(replicas);
+    db.remove().await;
+}
+
+/// While the database refuses connections, health (ping) fails and writes are UNAVAILABLE;
+/// once it accepts them again both recover without a restart of the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_follows_the_database_refusing_and_accepting_connections() {
+    let db = TestDatabase::create().await;
+    let store = db.store(keep()).await;
+    store.write(create("p", None, "c"), None).await.unwrap();
+    // From the server's `postgres` database: PostgreSQL refuses to disallow connections to the
+    // database the statement runs in.
+    let control = connect(&db.admin).await;
+    control
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';",
+            name = db.name
+        ))
+        .await
+        .unwrap();
+    // The terminated connections may take a moment to be noticed: ping until it fails.
+    tokio::time::timeout(PATIENCE, async {
+        while store.ping().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("ping fails while no connection can be opened");
+    assert!(store.ping().await.is_err());
+    assert!(matches!(
+        store.write(create("p", Some("during"), "c"), None).await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.order(&OrderId::generate()).await,
+        Err(Error::Unavailable(_))
+    ));
+    control
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let mut live = store.subscribe();
+    let written = store
+        .write(create("p", Some("during"), "c"), None)
+        .await
+        .unwrap();
+    assert!(!written.replayed, "the refused write changed nothing");
+    assert_eq!(
+        next_events(&mut live, 1).await[0].order.id,
+        written.order.id
+    );
+    drop(store);
     db.remove().await;
 }
