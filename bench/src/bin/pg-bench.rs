@@ -441,6 +441,7 @@ async fn bench(
     }
 
     let failed = print_summary(&mut totals, args, in_flight);
+    println!("  {}", load_average());
     drop(baseline_clients);
     let mut log_bytes = 0;
     for replica in replicas {
@@ -570,7 +571,22 @@ fn print_header(
          replicas'; N clients = connections x streams = {}",
         args.connections * args.streams
     );
-    println!("only calls that ended with grpc-status 0 and the expected order are counted\n");
+    println!("only calls that ended with grpc-status 0 and the expected order are counted");
+    println!("{}\n", load_average());
+}
+
+/// The machine's load averages, to judge how much other work shared the cores.
+fn load_average() -> String {
+    match std::fs::read_to_string("/proc/loadavg") {
+        Ok(text) => {
+            let averages: Vec<&str> = text.split_whitespace().take(3).collect();
+            format!(
+                "load average (1, 5, 15 min): {} (includes this run's own processes)",
+                averages.join(" ")
+            )
+        }
+        Err(error) => format!("load average unknown: /proc/loadavg: {error}"),
+    }
 }
 
 fn print_round(label: &str, unit: &str, result: &mut LoadResult) {
