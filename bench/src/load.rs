@@ -8,6 +8,8 @@ use crate::cpu::CpuClock;
 use orders_proto::v1 as pb;
 use orders_proto::v1::order_service_client::OrderServiceClient;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -85,6 +87,9 @@ pub struct LoadResult {
     /// CPU time the database server used in the window, when the caller asked for it and it
     /// could be read (PostgreSQL; SQLite runs inside the service).
     pub database_cpu: Option<Duration>,
+    /// WAL flushes the database server made in the window, when the caller asked for them
+    /// and they could be read: with the calls, how many commits shared a flush.
+    pub wal_flushes: Option<u64>,
 }
 
 impl LoadResult {
@@ -101,10 +106,12 @@ impl LoadResult {
             self.server_cpu = other.server_cpu;
             self.client_cpu = other.client_cpu;
             self.database_cpu = other.database_cpu;
+            self.wal_flushes = other.wal_flushes;
         } else {
             self.server_cpu = add(self.server_cpu, other.server_cpu);
             self.client_cpu = add(self.client_cpu, other.client_cpu);
             self.database_cpu = add(self.database_cpu, other.database_cpu);
+            self.wal_flushes = self.wal_flushes.zip(other.wal_flushes).map(|(a, b)| a + b);
         }
         self.add_calls(other);
         self.window += other.window;
@@ -141,20 +148,44 @@ pub async fn run(
     run_spread(std::slice::from_ref(target), workload, settings, cpu, None).await
 }
 
-/// Reads a cumulative CPU time (say, of a database server's processes) at both ends of the
-/// measured window; `None` when it cannot be read.
-pub type CpuReading<'a> = &'a (dyn Fn() -> Option<Duration> + Sync);
+/// Cumulative counters of a database server, read at both ends of the measured window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DatabaseReading {
+    /// CPU time its processes used so far, when it could be read.
+    pub cpu: Option<Duration>,
+    /// WAL flushes so far, when they could be read.
+    pub wal_flushes: Option<u64>,
+}
+
+impl DatabaseReading {
+    /// What was used between `earlier` and this reading (unknown where either is).
+    pub fn since(self, earlier: DatabaseReading) -> DatabaseReading {
+        DatabaseReading {
+            cpu: self.cpu.zip(earlier.cpu).map(|(a, b)| a.saturating_sub(b)),
+            wal_flushes: self
+                .wal_flushes
+                .zip(earlier.wal_flushes)
+                .map(|(a, b)| a.saturating_sub(b)),
+        }
+    }
+}
+
+/// Reads a database server's counters (its CPU time, its WAL flushes).
+pub trait DatabaseProbe {
+    /// The counters now.
+    fn read(&self) -> Pin<Box<dyn Future<Output = DatabaseReading> + '_>>;
+}
 
 /// Like [`run`], with the connections spread over `targets` in turn (connection `i` goes to
 /// `targets[i % targets.len()]`): several replicas of one service loaded as one. The server CPU
-/// is the sum over the targets' processes; `database_cpu`, when given, is read at both ends of
-/// the window into [`LoadResult::database_cpu`].
+/// is the sum over the targets' processes; `database`, when given, is read at both ends of the
+/// window into [`LoadResult::database_cpu`] and [`LoadResult::wal_flushes`].
 pub async fn run_spread(
     targets: &[Target],
     workload: &Workload,
     settings: LoadSettings,
     cpu: Option<CpuClock>,
-    database_cpu: Option<CpuReading<'_>>,
+    database: Option<&dyn DatabaseProbe>,
 ) -> anyhow::Result<LoadResult> {
     anyhow::ensure!(!targets.is_empty(), "no target to load");
     let mut channels = Vec::with_capacity(settings.connections);
@@ -187,13 +218,18 @@ pub async fn run_spread(
             .sum::<Option<Duration>>()
     };
     let client = |clock: CpuClock| clock.process_time(std::process::id()).ok();
-    let database = || database_cpu.and_then(|read| read());
+    let database = || async {
+        match database {
+            Some(probe) => probe.read().await,
+            None => DatabaseReading::default(),
+        }
+    };
     tokio::time::sleep_until(start.into()).await;
-    let database_before = database();
+    let database_before = database().await;
     let before = cpu.map(|clock| (server(clock), client(clock)));
     tokio::time::sleep_until(end.into()).await;
     let after = cpu.map(|clock| (server(clock), client(clock)));
-    let database_after = database();
+    let database_used = database().await.since(database_before);
     let mut result = LoadResult::default();
     while let Some(joined) = workers.join_next().await {
         result.add_calls(&joined?);
@@ -205,9 +241,8 @@ pub async fn run_spread(
         result.server_cpu = server_after.zip(server_before).map(|(a, b)| a - b);
         result.client_cpu = client_after.zip(client_before).map(|(a, b)| a - b);
     }
-    result.database_cpu = database_after
-        .zip(database_before)
-        .map(|(a, b)| a.saturating_sub(b));
+    result.database_cpu = database_used.cpu;
+    result.wal_flushes = database_used.wal_flushes;
     Ok(result)
 }
 
@@ -399,6 +434,7 @@ mod tests {
             server_cpu: cpu_micros.map(Duration::from_micros),
             client_cpu: cpu_micros.map(Duration::from_micros),
             database_cpu: cpu_micros.map(Duration::from_micros),
+            wal_flushes: cpu_micros,
             ..LoadResult::default()
         };
         result.errors.insert(
@@ -423,6 +459,7 @@ mod tests {
         assert_eq!(total.window, Duration::from_secs(2));
         assert_eq!(total.server_cpu, Some(Duration::from_micros(50)));
         assert_eq!(total.database_cpu, Some(Duration::from_micros(50)));
+        assert_eq!(total.wal_flushes, Some(50));
     }
 
     #[test]
@@ -431,5 +468,25 @@ mod tests {
         total.merge(&window(3, Some(30)));
         total.merge(&window(2, None));
         assert_eq!(total.server_cpu, None);
+        assert_eq!(total.wal_flushes, None);
+    }
+
+    #[test]
+    fn database_use_is_the_difference_of_two_readings() {
+        let before = DatabaseReading {
+            cpu: Some(Duration::from_millis(10)),
+            wal_flushes: Some(7),
+        };
+        let after = DatabaseReading {
+            cpu: Some(Duration::from_millis(25)),
+            wal_flushes: None,
+        };
+        assert_eq!(
+            after.since(before),
+            DatabaseReading {
+                cpu: Some(Duration::from_millis(15)),
+                wal_flushes: None,
+            }
+        );
     }
 }

@@ -251,6 +251,16 @@ pub async fn single_row_commits(
     })
 }
 
+/// WAL flushes the server has made since its statistics were reset (`pg_stat_wal.wal_sync`,
+/// PostgreSQL 14 and later, counted when fsync is on), or `None` where it cannot be read.
+pub async fn wal_flushes(client: &Client) -> Option<u64> {
+    let row = client
+        .query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+        .await
+        .ok()?;
+    u64::try_from(row.try_get::<_, i64>(0).ok()?).ok()
+}
+
 /// Opens `count` connections to `url`, one at a time.
 pub async fn connect_many(url: &str, count: usize) -> Result<Vec<Arc<Client>>, PostgresError> {
     let mut clients = Vec::with_capacity(count);

@@ -20,6 +20,8 @@ pub struct Figures {
     pub client_cpu_per_call: Option<Duration>,
     /// Database server CPU time per successful call, when it was asked for and could be read.
     pub database_cpu_per_call: Option<Duration>,
+    /// Successful calls per WAL flush of the database server, when its flushes were read.
+    pub calls_per_wal_flush: Option<f64>,
     /// Failed calls.
     pub errors: u64,
 }
@@ -39,6 +41,10 @@ impl Figures {
             server_cpu_per_call: per_call(result.server_cpu),
             client_cpu_per_call: per_call(result.client_cpu),
             database_cpu_per_call: per_call(result.database_cpu),
+            calls_per_wal_flush: result
+                .wal_flushes
+                .filter(|&flushes| flushes > 0)
+                .map(|flushes| result.ok as f64 / flushes as f64),
             errors: result.error_count(),
         }
     }
@@ -59,6 +65,9 @@ impl Figures {
         }
         if let Some(cpu) = self.client_cpu_per_call {
             let _ = write!(line, "  client CPU {:>5.1} µs/call", micros(cpu));
+        }
+        if let Some(calls) = self.calls_per_wal_flush {
+            let _ = write!(line, "  {calls:.1} calls/WAL flush");
         }
         let _ = write!(line, "  errors {}", self.errors);
         line
@@ -123,6 +132,7 @@ mod tests {
         assert_eq!(figures.server_cpu_per_call, Some(Duration::from_micros(20)));
         assert_eq!(figures.client_cpu_per_call, None);
         assert_eq!(figures.database_cpu_per_call, None);
+        assert_eq!(figures.calls_per_wal_flush, None);
         assert_eq!(figures.errors, 3);
     }
 }

@@ -33,6 +33,8 @@ async fn the_baseline_counts_committed_rows_in_a_database_that_is_dropped_after(
     .await
     .unwrap();
     assert!(rate.commits > 0, "no commit in the window");
+    // The server counts its WAL flushes (zero when fsync is off, as for tests).
+    assert!(postgres::wal_flushes(&clients[0]).await.is_some());
     let rows: i64 = clients[0]
         .query_one("SELECT count(*) FROM commit_baseline", &[])
         .await

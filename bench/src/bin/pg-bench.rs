@@ -14,12 +14,16 @@ use clap::{Parser, ValueEnum};
 use order_status_bench::cpu::CpuClock;
 use order_status_bench::delivery::{self, DeliveryResult, PacedSettings};
 use order_status_bench::fsync_baseline::CommitRate;
-use order_status_bench::load::{self, LoadResult, LoadSettings, Target, Workload};
+use order_status_bench::load::{
+    self, DatabaseProbe, DatabaseReading, LoadResult, LoadSettings, Target, Workload,
+};
 use order_status_bench::postgres::{self, BenchDatabase, ServerFacts};
 use order_status_bench::processes::ServerProcess;
 use order_status_bench::report::{Figures, error_lines, millis};
 use order_status_bench::tokens;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,20 +141,28 @@ struct Totals {
     delivery: DeliveryResult,
 }
 
-/// Single-row commits over the rounds, with the database server's CPU when it was read.
+/// Single-row commits over the rounds, with the database server's CPU and WAL flushes when
+/// they were read.
 #[derive(Default)]
 struct Commits {
     commits: u64,
     elapsed: Duration,
-    database_cpu: Option<Duration>,
+    database: DatabaseReading,
 }
 
 impl Commits {
-    fn add(&mut self, rate: CommitRate, cpu: Option<Duration>) {
-        self.database_cpu = if self.elapsed.is_zero() {
-            cpu
+    fn add(&mut self, rate: CommitRate, used: DatabaseReading) {
+        self.database = if self.elapsed.is_zero() {
+            used
         } else {
-            self.database_cpu.zip(cpu).map(|(a, b)| a + b)
+            DatabaseReading {
+                cpu: self.database.cpu.zip(used.cpu).map(|(a, b)| a + b),
+                wal_flushes: self
+                    .database
+                    .wal_flushes
+                    .zip(used.wal_flushes)
+                    .map(|(a, b)| a + b),
+            }
         };
         self.commits += rate.commits;
         self.elapsed += rate.elapsed;
@@ -162,11 +174,38 @@ impl Commits {
 
     fn line(&self) -> String {
         let mut line = format!("{:>9.0} commit/s", self.per_second());
-        if let Some(cpu) = self.database_cpu.filter(|_| self.commits > 0) {
+        if let Some(cpu) = self.database.cpu.filter(|_| self.commits > 0) {
             let per_commit = cpu.as_secs_f64() * 1e6 / self.commits as f64;
             line.push_str(&format!("  database CPU {per_commit:>5.1} µs/commit"));
         }
+        if let Some(flushes) = self.database.wal_flushes.filter(|&flushes| flushes > 0) {
+            let per_flush = self.commits as f64 / flushes as f64;
+            line.push_str(&format!("  {per_flush:.1} commits/WAL flush"));
+        }
         line
+    }
+}
+
+/// The PostgreSQL server's CPU (postmaster and children, when it runs on this machine) and WAL
+/// flushes (`pg_stat_wal`, over a connection of its own).
+struct Probe {
+    cpu: Option<CpuClock>,
+    postmaster: Option<u32>,
+    client: Client,
+}
+
+impl DatabaseProbe for Probe {
+    fn read(&self) -> Pin<Box<dyn Future<Output = DatabaseReading> + '_>> {
+        Box::pin(async move {
+            let cpu = self
+                .cpu
+                .zip(self.postmaster)
+                .and_then(|(clock, pid)| clock.tree_time(pid).ok());
+            DatabaseReading {
+                cpu,
+                wal_flushes: postgres::wal_flushes(&self.client).await,
+            }
+        })
     }
 }
 
@@ -269,7 +308,11 @@ async fn bench(
         }
     };
     let postmaster = facts.postmaster_pid();
-    let database_cpu = move || cpu?.tree_time(postmaster?).ok();
+    let probe = Probe {
+        cpu,
+        postmaster,
+        client: postgres::connect(&database.url, "the benchmark database (probe)").await?,
+    };
 
     let authorization = format!("Bearer {token}").parse()?;
     let target = |server: &ServerProcess| Target {
@@ -339,7 +382,7 @@ async fn bench(
                         &workload,
                         settings,
                         cpu,
-                        Some(&database_cpu),
+                        Some(&probe),
                     )
                     .await?
                 };
@@ -380,14 +423,9 @@ async fn bench(
                         let workload = Workload::CreateOrder {
                             key_prefix: format!("bench-{run_tag}-r{round}-{}", targets.len()),
                         };
-                        let mut result = load::run_spread(
-                            targets,
-                            &workload,
-                            settings,
-                            cpu,
-                            Some(&database_cpu),
-                        )
-                        .await?;
+                        let mut result =
+                            load::run_spread(targets, &workload, settings, cpu, Some(&probe))
+                                .await?;
                         print_round(label, "create", &mut result);
                         total.merge(&result);
                     }
@@ -409,7 +447,7 @@ async fn bench(
                             clients,
                             args,
                             &format!("r{round}-{}", clients.len()),
-                            &database_cpu,
+                            &probe,
                         )
                         .await?;
                         round_total.add(rate, cpu_used);
@@ -474,17 +512,17 @@ async fn commit_window(
     clients: &[Arc<Client>],
     args: &Args,
     tag: &str,
-    database_cpu: &(dyn Fn() -> Option<Duration> + Sync),
-) -> anyhow::Result<(CommitRate, Option<Duration>)> {
+    probe: &Probe,
+) -> anyhow::Result<(CommitRate, DatabaseReading)> {
     // The warm-up is a window of its own, so the CPU readings frame the measured one.
     if !args.warmup.is_zero() {
         postgres::single_row_commits(clients, &format!("{tag}-warm"), Duration::ZERO, args.warmup)
             .await?;
     }
-    let before = database_cpu();
+    let before = probe.read().await;
     let rate = postgres::single_row_commits(clients, tag, Duration::ZERO, args.measure).await?;
-    let after = database_cpu();
-    Ok((rate, after.zip(before).map(|(a, b)| a.saturating_sub(b))))
+    let after = probe.read().await;
+    Ok((rate, after.since(before)))
 }
 
 fn order_service_command(binary: &Path, url: &str, tokens: &Path, args: &Args) -> Command {
