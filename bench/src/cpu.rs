@@ -52,22 +52,75 @@ impl CpuClock {
 
     /// User plus system CPU time consumed so far by every thread of process `pid`.
     pub fn process_time(&self, pid: u32) -> Result<Duration, CpuError> {
+        let stat = Stat::read(pid)?;
+        Ok(self.duration(stat.utime + stat.stime))
+    }
+
+    /// CPU time of a server made of processes, like PostgreSQL's postmaster and its backends:
+    /// that of `root`, of the children it has reaped (the kernel adds those to `root`'s
+    /// counters when they exit), and of its live children. The difference of two readings is
+    /// what the server used in between, give or take what a child that exited in between had
+    /// used before the first reading.
+    pub fn tree_time(&self, root: u32) -> Result<Duration, CpuError> {
+        let stat = Stat::read(root)?;
+        let mut ticks = stat.utime + stat.stime + stat.cutime + stat.cstime;
+        let entries =
+            std::fs::read_dir("/proc").map_err(|source| CpuError::Read { pid: root, source })?;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A process that ended since the listing is simply not counted (its parent's
+            // counters have it once reaped).
+            if let Ok(child) = Stat::read(pid)
+                && child.ppid == root
+            {
+                ticks += child.utime + child.stime + child.cutime + child.cstime;
+            }
+        }
+        Ok(self.duration(ticks))
+    }
+
+    fn duration(&self, ticks: u64) -> Duration {
+        Duration::from_secs_f64(ticks as f64 / self.ticks_per_second as f64)
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` used here, in clock ticks.
+struct Stat {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    cutime: u64,
+    cstime: u64,
+}
+
+impl Stat {
+    fn read(pid: u32) -> Result<Stat, CpuError> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_err(|source| CpuError::Read { pid, source })?;
         // The command name (field 2) may contain spaces; fields after its closing parenthesis
-        // start with field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
+        // start with field 3 (state): ppid (4) is the 2nd, utime (14), stime (15), cutime (16)
+        // and cstime (17) the 12th to 15th.
         let after_name = stat.rsplit_once(')').ok_or(CpuError::Parse(pid))?.1;
-        let mut fields = after_name.split_whitespace().skip(11);
-        let mut next = || -> Result<u64, CpuError> {
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let field = |index: usize| -> Result<u64, CpuError> {
             fields
-                .next()
+                .get(index)
                 .and_then(|field| field.parse().ok())
                 .ok_or(CpuError::Parse(pid))
         };
-        let ticks = next()? + next()?;
-        Ok(Duration::from_secs_f64(
-            ticks as f64 / self.ticks_per_second as f64,
-        ))
+        Ok(Stat {
+            ppid: u32::try_from(field(1)?).map_err(|_| CpuError::Parse(pid))?,
+            utime: field(11)?,
+            stime: field(12)?,
+            cutime: field(13)?,
+            cstime: field(14)?,
+        })
     }
 }
 
@@ -97,6 +150,31 @@ mod tests {
             after - before >= Duration::from_millis(100),
             "{before:?} -> {after:?} in {:?} of busy work",
             started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_tree_counts_its_children() {
+        // A child that burns CPU until killed: the tree of this process must include its time.
+        let clock = CpuClock::new().expect("getconf CLK_TCK");
+        let mut child = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("spawn sh");
+        let started = std::time::Instant::now();
+        let mut child_time = Duration::ZERO;
+        while child_time < Duration::from_millis(100) && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            child_time = clock.process_time(child.id()).expect("child stat");
+        }
+        let own = clock.process_time(std::process::id()).expect("own stat");
+        let tree = clock.tree_time(std::process::id()).expect("tree");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert!(
+            tree >= own + child_time,
+            "tree {tree:?} < own {own:?} + child {child_time:?}"
         );
     }
 }

@@ -3,12 +3,16 @@
 //! SQLite file committing one single-row transaction per fsync (for durable CreateOrder).
 //!
 //! The `bench` binary drives everything; `bare-server` is the tonic baseline it starts.
+//! `pg-bench` does the same for order-service on PostgreSQL (one and two replicas) against
+//! PostgreSQL's own single-row commit rate, and measures cross-replica watch delivery.
 
 pub mod bare;
 pub mod canned;
 pub mod cpu;
+pub mod delivery;
 pub mod fsync_baseline;
 pub mod load;
+pub mod postgres;
 pub mod processes;
 pub mod report;
 pub mod tokens;

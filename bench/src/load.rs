@@ -8,6 +8,8 @@ use crate::cpu::CpuClock;
 use orders_proto::v1 as pb;
 use orders_proto::v1::order_service_client::OrderServiceClient;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -82,6 +84,12 @@ pub struct LoadResult {
     pub server_cpu: Option<Duration>,
     /// CPU time this (client) process used in the window, when it could be read.
     pub client_cpu: Option<Duration>,
+    /// CPU time the database server used in the window, when the caller asked for it and it
+    /// could be read (PostgreSQL; SQLite runs inside the service).
+    pub database_cpu: Option<Duration>,
+    /// WAL flushes the database server made in the window, when the caller asked for them
+    /// and they could be read: with the calls, how many commits shared a flush.
+    pub wal_flushes: Option<u64>,
 }
 
 impl LoadResult {
@@ -97,9 +105,13 @@ impl LoadResult {
             // Nothing merged yet: CPU figures start from the first window's.
             self.server_cpu = other.server_cpu;
             self.client_cpu = other.client_cpu;
+            self.database_cpu = other.database_cpu;
+            self.wal_flushes = other.wal_flushes;
         } else {
             self.server_cpu = add(self.server_cpu, other.server_cpu);
             self.client_cpu = add(self.client_cpu, other.client_cpu);
+            self.database_cpu = add(self.database_cpu, other.database_cpu);
+            self.wal_flushes = self.wal_flushes.zip(other.wal_flushes).map(|(a, b)| a + b);
         }
         self.add_calls(other);
         self.window += other.window;
@@ -133,14 +145,58 @@ pub async fn run(
     settings: LoadSettings,
     cpu: Option<CpuClock>,
 ) -> anyhow::Result<LoadResult> {
+    run_spread(std::slice::from_ref(target), workload, settings, cpu, None).await
+}
+
+/// Cumulative counters of a database server, read at both ends of the measured window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DatabaseReading {
+    /// CPU time its processes used so far, when it could be read.
+    pub cpu: Option<Duration>,
+    /// WAL flushes so far, when they could be read.
+    pub wal_flushes: Option<u64>,
+}
+
+impl DatabaseReading {
+    /// What was used between `earlier` and this reading (unknown where either is).
+    pub fn since(self, earlier: DatabaseReading) -> DatabaseReading {
+        DatabaseReading {
+            cpu: self.cpu.zip(earlier.cpu).map(|(a, b)| a.saturating_sub(b)),
+            wal_flushes: self
+                .wal_flushes
+                .zip(earlier.wal_flushes)
+                .map(|(a, b)| a.saturating_sub(b)),
+        }
+    }
+}
+
+/// Reads a database server's counters (its CPU time, its WAL flushes).
+pub trait DatabaseProbe {
+    /// The counters now.
+    fn read(&self) -> Pin<Box<dyn Future<Output = DatabaseReading> + '_>>;
+}
+
+/// Like [`run`], with the connections spread over `targets` in turn (connection `i` goes to
+/// `targets[i % targets.len()]`): several replicas of one service loaded as one. The server CPU
+/// is the sum over the targets' processes; `database`, when given, is read at both ends of the
+/// window into [`LoadResult::database_cpu`] and [`LoadResult::wal_flushes`].
+pub async fn run_spread(
+    targets: &[Target],
+    workload: &Workload,
+    settings: LoadSettings,
+    cpu: Option<CpuClock>,
+    database: Option<&dyn DatabaseProbe>,
+) -> anyhow::Result<LoadResult> {
+    anyhow::ensure!(!targets.is_empty(), "no target to load");
     let mut channels = Vec::with_capacity(settings.connections);
-    for _ in 0..settings.connections {
-        channels.push(connect(target).await?);
+    for connection in 0..settings.connections {
+        let target = &targets[connection % targets.len()];
+        channels.push((target, connect(target).await?));
     }
     let start = Instant::now() + settings.warmup;
     let end = start + settings.measure;
     let mut workers = JoinSet::new();
-    for (connection, channel) in channels.iter().enumerate() {
+    for (connection, (target, channel)) in channels.iter().enumerate() {
         for stream in 0..settings.streams_per_connection {
             let call = Caller {
                 client: OrderServiceClient::new(channel.clone()),
@@ -152,12 +208,28 @@ pub async fn run(
             workers.spawn(async move { call.keep_calling(&workload, worker, start, end).await });
         }
     }
-    let server = |clock: CpuClock| clock.process_time(target.server_pid).ok();
+    let mut server_pids: Vec<u32> = targets.iter().map(|target| target.server_pid).collect();
+    server_pids.sort_unstable();
+    server_pids.dedup();
+    let server = |clock: CpuClock| {
+        server_pids
+            .iter()
+            .map(|&pid| clock.process_time(pid).ok())
+            .sum::<Option<Duration>>()
+    };
     let client = |clock: CpuClock| clock.process_time(std::process::id()).ok();
+    let database = || async {
+        match database {
+            Some(probe) => probe.read().await,
+            None => DatabaseReading::default(),
+        }
+    };
     tokio::time::sleep_until(start.into()).await;
+    let database_before = database().await;
     let before = cpu.map(|clock| (server(clock), client(clock)));
     tokio::time::sleep_until(end.into()).await;
     let after = cpu.map(|clock| (server(clock), client(clock)));
+    let database_used = database().await.since(database_before);
     let mut result = LoadResult::default();
     while let Some(joined) = workers.join_next().await {
         result.add_calls(&joined?);
@@ -169,6 +241,8 @@ pub async fn run(
         result.server_cpu = server_after.zip(server_before).map(|(a, b)| a - b);
         result.client_cpu = client_after.zip(client_before).map(|(a, b)| a - b);
     }
+    result.database_cpu = database_used.cpu;
+    result.wal_flushes = database_used.wal_flushes;
     Ok(result)
 }
 
@@ -208,7 +282,8 @@ pub async fn seed_orders(
     Ok(ids)
 }
 
-async fn connect(target: &Target) -> anyhow::Result<Channel> {
+/// Opens one HTTP/2 connection to `target` (TCP_NODELAY, TLS when it has a CA certificate).
+pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
     let mut endpoint = Endpoint::from_shared(target.url.clone())?.tcp_nodelay(true);
     if let Some(pem) = &target.ca_certificate_pem {
         endpoint = endpoint.tls_config(
@@ -220,15 +295,29 @@ async fn connect(target: &Target) -> anyhow::Result<Channel> {
 }
 
 /// A failed call: the status code name and a message.
-type Failure = (String, String);
+pub type Failure = (String, String);
 
-struct Caller {
+/// Makes calls on one connection with the target's credentials and a deadline on each.
+pub struct Caller {
     client: OrderServiceClient<Channel>,
     authorization: MetadataValue<Ascii>,
     deadline: Duration,
 }
 
 impl Caller {
+    /// A caller on `channel` sending `authorization` and `deadline` with every call.
+    pub fn new(
+        channel: Channel,
+        authorization: MetadataValue<Ascii>,
+        deadline: Duration,
+    ) -> Caller {
+        Caller {
+            client: OrderServiceClient::new(channel),
+            authorization,
+            deadline,
+        }
+    }
+
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.deadline);
@@ -304,7 +393,9 @@ impl Caller {
         Ok(())
     }
 
-    async fn create(&mut self, request_id: String) -> Result<pb::Order, Failure> {
+    /// Creates the benchmark order with idempotency key `request_id` and checks that the
+    /// answer is a new order of its shape.
+    pub async fn create(&mut self, request_id: String) -> Result<pb::Order, Failure> {
         let request = self.request(canned::create_request(request_id));
         let order = self
             .client
@@ -342,6 +433,8 @@ mod tests {
             window: Duration::from_secs(1),
             server_cpu: cpu_micros.map(Duration::from_micros),
             client_cpu: cpu_micros.map(Duration::from_micros),
+            database_cpu: cpu_micros.map(Duration::from_micros),
+            wal_flushes: cpu_micros,
             ..LoadResult::default()
         };
         result.errors.insert(
@@ -365,6 +458,8 @@ mod tests {
         assert_eq!(total.errors["Unavailable"].example, "down");
         assert_eq!(total.window, Duration::from_secs(2));
         assert_eq!(total.server_cpu, Some(Duration::from_micros(50)));
+        assert_eq!(total.database_cpu, Some(Duration::from_micros(50)));
+        assert_eq!(total.wal_flushes, Some(50));
     }
 
     #[test]
@@ -373,5 +468,25 @@ mod tests {
         total.merge(&window(3, Some(30)));
         total.merge(&window(2, None));
         assert_eq!(total.server_cpu, None);
+        assert_eq!(total.wal_flushes, None);
+    }
+
+    #[test]
+    fn database_use_is_the_difference_of_two_readings() {
+        let before = DatabaseReading {
+            cpu: Some(Duration::from_millis(10)),
+            wal_flushes: Some(7),
+        };
+        let after = DatabaseReading {
+            cpu: Some(Duration::from_millis(25)),
+            wal_flushes: None,
+        };
+        assert_eq!(
+            after.since(before),
+            DatabaseReading {
+                cpu: Some(Duration::from_millis(15)),
+                wal_flushes: None,
+            }
+        );
     }
 }

@@ -18,6 +18,10 @@ pub struct Figures {
     pub server_cpu_per_call: Option<Duration>,
     /// Client (load generator) CPU time per successful call, when it could be read.
     pub client_cpu_per_call: Option<Duration>,
+    /// Database server CPU time per successful call, when it was asked for and could be read.
+    pub database_cpu_per_call: Option<Duration>,
+    /// Successful calls per WAL flush of the database server, when its flushes were read.
+    pub calls_per_wal_flush: Option<f64>,
     /// Failed calls.
     pub errors: u64,
 }
@@ -36,6 +40,11 @@ impl Figures {
             p99: percentile(&result.latencies_us, 0.99),
             server_cpu_per_call: per_call(result.server_cpu),
             client_cpu_per_call: per_call(result.client_cpu),
+            database_cpu_per_call: per_call(result.database_cpu),
+            calls_per_wal_flush: result
+                .wal_flushes
+                .filter(|&flushes| flushes > 0)
+                .map(|flushes| result.ok as f64 / flushes as f64),
             errors: result.error_count(),
         }
     }
@@ -51,8 +60,14 @@ impl Figures {
         if let Some(cpu) = self.server_cpu_per_call {
             let _ = write!(line, "  server CPU {:>5.1} µs/call", micros(cpu));
         }
+        if let Some(cpu) = self.database_cpu_per_call {
+            let _ = write!(line, "  database CPU {:>5.1} µs/call", micros(cpu));
+        }
         if let Some(cpu) = self.client_cpu_per_call {
             let _ = write!(line, "  client CPU {:>5.1} µs/call", micros(cpu));
+        }
+        if let Some(calls) = self.calls_per_wal_flush {
+            let _ = write!(line, "  {calls:.1} calls/WAL flush");
         }
         let _ = write!(line, "  errors {}", self.errors);
         line
@@ -116,6 +131,8 @@ mod tests {
         assert_eq!(figures.p99, Duration::from_micros(400));
         assert_eq!(figures.server_cpu_per_call, Some(Duration::from_micros(20)));
         assert_eq!(figures.client_cpu_per_call, None);
+        assert_eq!(figures.database_cpu_per_call, None);
+        assert_eq!(figures.calls_per_wal_flush, None);
         assert_eq!(figures.errors, 3);
     }
 }
