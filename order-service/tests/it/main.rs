@@ -1,7 +1,10 @@
 //! order-service's integration tests, one binary (one link, one process per run): each module
-//! starts real servers on port 0 with their own temporary SQLite files.
+//! starts real servers on port 0 with their own temporary database. `conformance` runs its
+//! bodies on SQLite and on PostgreSQL, `replicas` runs several processes on one PostgreSQL
+//! database; both need `scripts/with-postgres.sh` for their PostgreSQL tests.
 
 mod api;
+mod conformance;
 mod edge;
 mod fuzz_regressions;
 mod lifecycle;
@@ -9,4 +12,3 @@ mod metrics;
 mod rate_limit;
 mod storage;
 mod support;
-mod watch;
