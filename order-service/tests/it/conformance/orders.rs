@@ -365,4 +365,121 @@ conformance! {
             .into_inner();
         assert_eq!((all.orders.len(), all.next_page_token.as_str()), (23, ""));
     }
+
+    #[multi_thread]
+    async fn concurrent_updates_of_one_version_have_exactly_one_winner(backend: Backend) {
+        let db = backend.database().await;
+        let server = TestServer::start_on(&db, &[]).await;
+        let channel = server.channel().await;
+        let order = create(&mut server.client().await, "race").await;
+        let calls = (0..20).map(|i| {
+            let mut client = pb::order_service_client::OrderServiceClient::new(channel.clone());
+            let target = if i % 2 == 0 { S::Paid } else { S::Cancelled };
+            let request = pb::UpdateOrderStatusRequest {
+                order_id: order.order_id.clone(),
+                status: target as i32,
+                expected_version: 1,
+                request_id: format!("race-{i}"),
+                ..Default::default()
+            };
+            tokio::spawn(async move {
+                client
+                    .update_order_status(authed(request, WRITER))
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+        });
+        let mut winners = Vec::new();
+        for call in futures::future::join_all(calls).await {
+            match call.unwrap() {
+                Ok(updated) => winners.push(updated),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+                    assert_eq!(reason(&status), "VERSION_MISMATCH");
+                }
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        assert_eq!(winners[0].version, 2);
+        let current = server
+            .client()
+            .await
+            .get_order(authed(
+                pb::GetOrderRequest {
+                    order_id: order.order_id.clone(),
+                },
+                READER,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(current, winners[0]);
+    }
+
+    async fn a_restarted_server_keeps_orders_keys_and_the_event_log(backend: Backend) {
+        let db = backend.database().await;
+        let server = TestServer::start_on(&db, &[]).await;
+        let mut client = server.client().await;
+        let created = client
+            .create_order(authed(new_order("durable", "restart-key"), WRITER))
+            .await
+            .unwrap()
+            .into_inner();
+        let paid = set_status(&mut client, &created.order_id, S::Paid)
+            .await
+            .unwrap();
+        server.stop().await;
+
+        let server = TestServer::start_on(&db, &[]).await;
+        let mut client = server.client().await;
+        let fetched = client
+            .get_order(authed(
+                pb::GetOrderRequest {
+                    order_id: created.order_id.clone(),
+                },
+                READER,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(fetched, paid);
+        // The idempotency record survived with the response it stores.
+        let replayed = client
+            .create_order(authed(new_order("durable", "restart-key"), WRITER))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(replayed, created);
+        let reused = client
+            .create_order(authed(new_order("another", "restart-key"), WRITER))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&reused), "IDEMPOTENCY_KEY_REUSED");
+        // The event log goes on after the stored events.
+        let mut order_watch = client
+            .watch_orders(authed(
+                pb::WatchOrdersRequest {
+                    order_id: created.order_id.clone(),
+                    after_sequence: 0,
+                },
+                READER,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let snapshot = order_watch.message().await.unwrap().unwrap();
+        assert_eq!(snapshot.order.as_ref(), Some(&paid));
+        let shipped = set_status(&mut client, &created.order_id, S::Shipped)
+            .await
+            .unwrap();
+        let live = order_watch.message().await.unwrap().unwrap();
+        assert_eq!(live.order.as_ref(), Some(&shipped));
+        assert!(live.sequence > snapshot.sequence);
+        let listed = client
+            .list_orders(authed(pb::ListOrdersRequest::default(), READER))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.orders, vec![shipped]);
+    }
 }

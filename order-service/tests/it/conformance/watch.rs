@@ -429,4 +429,51 @@ conformance! {
             writer.await.unwrap();
         }
     }
+
+    async fn a_change_to_the_same_status_makes_no_event(backend: Backend) {
+        let db = backend.database().await;
+        let server = TestServer::start_on(&db, &[]).await;
+        let mut client = server.client().await;
+        let order = create(&mut client, "noop").await;
+        let (mut live, _) = watch_from(&server, "", 0).await;
+        let same = set_status(&mut client, &order.order_id, S::Pending)
+            .await
+            .unwrap();
+        assert_eq!(same, order, "a no-op changes nothing");
+        let paid = set_status(&mut client, &order.order_id, S::Paid)
+            .await
+            .unwrap();
+        let event = next(&mut live).await;
+        assert_eq!(event.order.as_ref(), Some(&paid));
+        assert_eq!(event.previous_status(), S::Pending);
+    }
+
+    async fn a_resumed_order_watch_sees_only_that_orders_later_events(backend: Backend) {
+        let db = backend.database().await;
+        let server = TestServer::start_on(&db, &[]).await;
+        let mut client = server.client().await;
+        let (mut live, _) = watch_from(&server, "", 0).await;
+        let watched = create(&mut client, "one").await;
+        let created = next(&mut live).await;
+        let other = create(&mut client, "one").await;
+        set_status(&mut client, &other.order_id, S::Paid)
+            .await
+            .unwrap();
+        let paid = set_status(&mut client, &watched.order_id, S::Paid)
+            .await
+            .unwrap();
+        let (mut resumed, from) = watch_from(&server, &watched.order_id, created.sequence).await;
+        assert_eq!(from, created.sequence);
+        let event = next(&mut resumed).await;
+        assert_eq!(event.order.as_ref(), Some(&paid));
+        let cancelled = set_status(&mut client, &watched.order_id, S::Cancelled)
+            .await
+            .unwrap();
+        set_status(&mut client, &other.order_id, S::Shipped)
+            .await
+            .unwrap();
+        let event = next(&mut resumed).await;
+        assert_eq!(event.order.as_ref(), Some(&cancelled));
+        assert_eq!(event.previous_status(), S::Paid);
+    }
 }
