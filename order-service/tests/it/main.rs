@@ -10,5 +10,6 @@ mod fuzz_regressions;
 mod lifecycle;
 mod metrics;
 mod rate_limit;
+mod replicas;
 mod storage;
 mod support;
