@@ -3,7 +3,7 @@
 //! non-zero exit.
 
 use crate::grpc::auth::{TokenSet, TokensFileError};
-use crate::store::{DEFAULT_WAL_LIMIT_BYTES, Retention, StoreOptions};
+use crate::store::{DEFAULT_WAL_LIMIT_BYTES, PostgresSettings, Retention, StoreOptions};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use order_status_tls::{SettingNames, TlsError, TlsFiles};
 use std::net::SocketAddr;
@@ -74,7 +74,9 @@ pub struct ServeArgs {
     /// gRPC listen address (port 0 picks a free port).
     #[arg(long, env = "ORDER_SERVICE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
-    /// Where orders are stored: sqlite://PATH (created on first start).
+    /// Where orders are stored: sqlite://PATH (created on first start), or a PostgreSQL URL,
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=disable|prefer|require (libpq forms:
+    /// a percent-encoded socket directory as HOST, or ?host=/run/postgresql).
     #[arg(
         long,
         env = "ORDER_SERVICE_DATABASE_URL",
@@ -142,6 +144,17 @@ pub struct ServeArgs {
     /// between two batches of writes (so sustained writes cannot grow it without bound).
     #[arg(long, env = "ORDER_SERVICE_WAL_LIMIT_BYTES", default_value_t = DEFAULT_WAL_LIMIT_BYTES)]
     pub wal_limit_bytes: u64,
+    /// PostgreSQL: connections pooled per replica.
+    #[arg(long, env = "ORDER_SERVICE_PG_POOL_SIZE", default_value_t = 16)]
+    pub pg_pool_size: usize,
+    /// PostgreSQL: how long opening one connection may take.
+    #[arg(long, env = "ORDER_SERVICE_PG_CONNECT_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub pg_connect_timeout: Duration,
+    /// PostgreSQL: longest one statement may run (the session's statement_timeout).
+    #[arg(long, env = "ORDER_SERVICE_PG_STATEMENT_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub pg_statement_timeout: Duration,
     /// PEM certificate chain (the server's certificate first): serve gRPC over TLS, ALPN h2.
     /// Needs --tls-key.
     #[arg(
@@ -178,6 +191,8 @@ pub struct ServeArgs {
 pub enum Database {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by every replica.
+    Postgres(Box<PostgresSettings>),
 }
 
 /// Validated settings of a server.
@@ -246,10 +261,19 @@ pub enum ConfigError {
     /// The database URL is not understood.
     #[error("ORDER_SERVICE_DATABASE_URL {url:?}: {problem}")]
     DatabaseUrl {
-        /// The URL given.
+        /// The URL given, its password hidden.
         url: String,
         /// What is wrong with it.
         problem: &'static str,
+    },
+    /// The PostgreSQL URL does not parse.
+    #[error("ORDER_SERVICE_DATABASE_URL {url:?} is not a PostgreSQL URL libpq would accept")]
+    PostgresUrl {
+        /// The URL given, its password hidden.
+        url: String,
+        /// What the parser says.
+        #[source]
+        source: tokio_postgres::Error,
     },
     /// A number or duration is out of range.
     #[error("{setting} {problem}")]
@@ -274,15 +298,6 @@ const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 impl ServeArgs {
     /// Checks every setting and loads the tokens file.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        let database = parse_database_url(&self.database_url)?;
-        let (tokens, dev_token) = match (&self.tokens_file, self.dev) {
-            (Some(path), _) => (TokenSet::load(path)?, None),
-            (None, true) => {
-                let (tokens, token) = TokenSet::development();
-                (tokens, Some(token))
-            }
-            (None, false) => return Err(ConfigError::NoTokens),
-        };
         let positive = |setting: &'static str, value: usize| {
             if value == 0 {
                 Err(ConfigError::OutOfRange {
@@ -292,6 +307,26 @@ impl ServeArgs {
             } else {
                 Ok(value)
             }
+        };
+        let mut database = parse_database_url(&self.database_url)?;
+        if let Database::Postgres(postgres) = &mut database {
+            postgres.pool_size = positive("ORDER_SERVICE_PG_POOL_SIZE", self.pg_pool_size)?;
+            if self.pg_connect_timeout.is_zero() || self.pg_statement_timeout.is_zero() {
+                return Err(ConfigError::OutOfRange {
+                    setting: "ORDER_SERVICE_PG_CONNECT_TIMEOUT / ORDER_SERVICE_PG_STATEMENT_TIMEOUT",
+                    problem: "must be longer than zero".into(),
+                });
+            }
+            postgres.connect_timeout = self.pg_connect_timeout;
+            postgres.statement_timeout = self.pg_statement_timeout;
+        }
+        let (tokens, dev_token) = match (&self.tokens_file, self.dev) {
+            (Some(path), _) => (TokenSet::load(path)?, None),
+            (None, true) => {
+                let (tokens, token) = TokenSet::development();
+                (tokens, Some(token))
+            }
+            (None, false) => return Err(ConfigError::NoTokens),
         };
         if self.idempotency_retention < MIN_IDEMPOTENCY_RETENTION {
             return Err(ConfigError::OutOfRange {
@@ -372,7 +407,7 @@ impl ServeArgs {
 
 fn parse_database_url(url: &str) -> Result<Database, ConfigError> {
     let problem = |problem| ConfigError::DatabaseUrl {
-        url: url.to_owned(),
+        url: redact_password(url),
         problem,
     };
     if let Some(path) = url.strip_prefix("sqlite://") {
@@ -387,11 +422,57 @@ fn parse_database_url(url: &str) -> Result<Database, ConfigError> {
         return Ok(Database::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(problem(
-            "PostgreSQL is not supported by this build yet; use sqlite://PATH",
-        ));
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|source| ConfigError::PostgresUrl {
+                url: redact_password(url),
+                source,
+            })?;
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            return Err(problem(
+                "names no server; give a host (postgres://HOST/DATABASE) or a socket directory \
+                 (?host=/run/postgresql)",
+            ));
+        }
+        return Ok(Database::Postgres(Box::new(PostgresSettings {
+            config,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        })));
     }
-    Err(problem("must start with sqlite://"))
+    Err(problem(
+        "must start with sqlite://, postgres:// or postgresql://",
+    ))
+}
+
+/// The URL with the password of its user part (and of a `password=` parameter) replaced by
+/// `***`, for messages and logs.
+fn redact_password(url: &str) -> String {
+    let mut redacted = url.to_owned();
+    if let Some(scheme_end) = redacted.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = redacted[authority_start..]
+            .find(['/', '?'])
+            .map_or(redacted.len(), |end| authority_start + end);
+        if let Some(at) = redacted[authority_start..authority_end].rfind('@') {
+            let user_info = &redacted[authority_start..authority_start + at];
+            if let Some(colon) = user_info.find(':') {
+                redacted.replace_range(authority_start + colon + 1..authority_start + at, "***");
+            }
+        }
+    }
+    if let Some(query_start) = redacted.find('?') {
+        let (head, query) = redacted.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted = format!("{head}{}", query.join("&"));
+    }
+    redacted
 }
 
 #[cfg(test)]
@@ -414,9 +495,88 @@ mod tests {
             parse_database_url("sqlite:///data/orders.db").unwrap(),
             Database::Sqlite("/data/orders.db".into())
         );
-        for bad in ["sqlite://", "mysql://x", "orders.db", "postgres://u@h/db"] {
-            assert!(parse_database_url(bad).is_err(), "{bad}");
+        for bad in [
+            "sqlite://",
+            "mysql://x",
+            "orders.db",
+            "postgres://u:secret@h/db?sslmode=maybe",
+        ] {
+            let error = parse_database_url(bad).unwrap_err();
+            assert!(!error.to_string().contains("secret"), "{error}");
         }
+    }
+
+    #[test]
+    fn postgres_urls_take_the_libpq_forms() {
+        let settings = |url: &str| match parse_database_url(url).unwrap() {
+            Database::Postgres(settings) => settings,
+            other => panic!("{other:?}"),
+        };
+        let tcp = settings("postgres://app:pw@db.example:6543/orders?sslmode=require");
+        assert_eq!(
+            tcp.config.get_hosts(),
+            [tokio_postgres::config::Host::Tcp("db.example".into())]
+        );
+        assert_eq!(tcp.config.get_ports(), [6543]);
+        assert_eq!(tcp.config.get_dbname(), Some("orders"));
+        assert_eq!(tcp.config.get_user(), Some("app"));
+        assert_eq!(
+            tcp.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert!(!format!("{tcp:?}").contains("pw"));
+        let socket = settings("postgresql://postgres@%2Ftmp%2Fpg.1/postgres");
+        assert_eq!(
+            socket.config.get_hosts(),
+            [tokio_postgres::config::Host::Unix("/tmp/pg.1".into())]
+        );
+        let query_host = settings("postgresql:///orders?host=/run/postgresql&user=app");
+        assert_eq!(
+            query_host.config.get_hosts(),
+            [tokio_postgres::config::Host::Unix("/run/postgresql".into())]
+        );
+        assert!(parse_database_url("postgres:///orders").is_err());
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_messages() {
+        assert_eq!(
+            redact_password("postgres://app:s3cret@h:5432/db?sslmode=disable&password=x"),
+            "postgres://app:***@h:5432/db?sslmode=disable&password=***"
+        );
+        assert_eq!(
+            redact_password("postgres://app@h/db"),
+            "postgres://app@h/db"
+        );
+    }
+
+    #[test]
+    fn postgres_flags_reach_the_store_settings() {
+        let settings = args(&[
+            "--dev",
+            "--database-url",
+            "postgres://h/db",
+            "--pg-pool-size",
+            "4",
+            "--pg-statement-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let Database::Postgres(postgres) = settings.database else {
+            panic!("{:?}", settings.database)
+        };
+        assert_eq!(postgres.pool_size, 4);
+        assert_eq!(postgres.statement_timeout, Duration::from_secs(2));
+        assert_eq!(postgres.connect_timeout, Duration::from_secs(5));
+        let error = args(&[
+            "--dev",
+            "--database-url",
+            "postgres://h/db",
+            "--pg-pool-size",
+            "0",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("PG_POOL_SIZE"), "{error}");
     }
 
     #[test]

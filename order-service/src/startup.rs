@@ -9,7 +9,7 @@ use crate::grpc::orders::OrdersApi;
 use crate::grpc::watch::WatchOptions;
 use crate::observability::Observability;
 use crate::server::{self, ConnectionSettings};
-use crate::store::{InstrumentedStore, OrderStore, SqliteStore, WalOptions};
+use crate::store::{InstrumentedStore, OrderStore, PostgresStore, SqliteStore, WalOptions};
 use crate::{domain, health};
 use anyhow::Context as _;
 use order_status_telemetry::grpc::GrpcServerLayer;
@@ -60,6 +60,19 @@ impl Application {
                 Arc::new(InstrumentedStore::new(
                     Arc::new(store),
                     "sqlite",
+                    observability.metrics.clone(),
+                ))
+            }
+            Database::Postgres(postgres) => {
+                let store = PostgresStore::open((**postgres).clone(), settings.store)
+                    .await
+                    .map_err(describe)
+                    .with_context(|| {
+                        format!("opening the PostgreSQL store ({})", postgres.describe())
+                    })?;
+                Arc::new(InstrumentedStore::new(
+                    Arc::new(store),
+                    "postgresql",
                     observability.metrics.clone(),
                 ))
             }

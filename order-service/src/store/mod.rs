@@ -1,15 +1,18 @@
 //! Persistence of orders, their event log and idempotency records behind one trait, so the
-//! service does not care which database it runs on. SQLite (embedded) is the default; the trait
-//! is shaped for PostgreSQL too: every write is one self-contained transaction, live events are
-//! published after commit, and nothing database-specific crosses this boundary.
+//! service does not care which database it runs on: SQLite (embedded, one process) is the
+//! default, PostgreSQL serves several replicas on one database. Every write is one
+//! self-contained transaction, live events are published after commit in sequence order, and
+//! nothing database-specific crosses this boundary.
 
 mod instrumented;
 mod live;
+mod postgres;
 pub mod record;
 mod sqlite;
 
 pub use instrumented::InstrumentedStore;
 pub use live::LiveEvents;
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_WAL_LIMIT_BYTES, SqliteStore, WalOptions};
 
 use crate::domain::{Error, ListQuery, Order, OrderEvent, OrderId, Page, Write, WriteOutcome};
