@@ -568,3 +568,119 @@ async fn status_client_with_both_replicas_rides_out_a_killed_one() {
         assert_eq!(made.order_id, stored.order_id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_one_replica_see_writes_acknowledged_by_the_other() {
+    let (_db, replicas) = replicas(2).await;
+    let mut a = replicas[0].client().await;
+    let mut b = replicas[1].client().await;
+    for round in 0..20 {
+        let (mut writer, mut reader) = if round % 2 == 0 {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        let key = format!("rw-{round}");
+        let created = writer
+            .create_order(authed(new_order(&key, &key), WRITER))
+            .await
+            .unwrap()
+            .into_inner();
+        // Read at once on the other replica: the order, the list, the key.
+        assert_eq!(get(&mut reader, &created.order_id).await, created);
+        let listed = reader
+            .list_orders(authed(
+                pb::ListOrdersRequest {
+                    customer_id: key.clone(),
+                    ..Default::default()
+                },
+                READER,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.orders, vec![created.clone()], "round {round}");
+        let replayed = reader
+            .create_order(authed(new_order(&key, &key), WRITER))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(replayed, created, "round {round}: the key's replay");
+        let reused = reader
+            .create_order(authed(new_order("someone-else", &key), WRITER))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&reused), "IDEMPOTENCY_KEY_REUSED");
+
+        // An update on one, then a versioned update on the other against what the first said.
+        let paid = set_status(&mut writer, &created.order_id, S::Paid)
+            .await
+            .unwrap();
+        assert_eq!(get(&mut reader, &created.order_id).await, paid);
+        let shipped = reader
+            .update_order_status(authed(
+                pb::UpdateOrderStatusRequest {
+                    order_id: created.order_id.clone(),
+                    status: S::Shipped as i32,
+                    expected_version: paid.version,
+                    ..Default::default()
+                },
+                WRITER,
+            ))
+            .await
+            .unwrap_or_else(|status| panic!("round {round}: {status:?}"))
+            .into_inner();
+        assert_eq!(shipped.version, paid.version + 1);
+        // The one-order watch on the first starts with the state the second made.
+        let mut order_watch = watch(&replicas[round % 2], &created.order_id, 0)
+            .await
+            .unwrap();
+        let snapshot = next(&mut order_watch, "order watch").await;
+        assert_eq!(snapshot.order.as_ref(), Some(&shipped), "round {round}");
+        // A stale version is refused on either replica.
+        for client in [&mut a, &mut b] {
+            let stale = client
+                .update_order_status(authed(
+                    pb::UpdateOrderStatusRequest {
+                        order_id: created.order_id.clone(),
+                        status: S::Delivered as i32,
+                        expected_version: paid.version,
+                        ..Default::default()
+                    },
+                    WRITER,
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(reason(&stale), "VERSION_MISMATCH", "round {round}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_moves_to_the_other_replica_after_every_event() {
+    let (_db, replicas) = replicas(2).await;
+    let mut writers = [replicas[0].client().await, replicas[1].client().await];
+    let first = create(&mut writers[0], "hop").await;
+    let mut on = 0;
+    // A watch of every order, from the first order's event on.
+    let mut stream = watch(&replicas[on], &first.order_id, 0).await.unwrap();
+    let mut last = next(&mut stream, "hop").await.sequence;
+    stream = watch(&replicas[on], "", last).await.unwrap();
+    for round in 0..30 {
+        // Written through the replica the watch is about to leave; resumed on the other at once,
+        // with the sequence just seen (which the other may not have published yet).
+        let made = create(&mut writers[on], "hop").await;
+        let event = next(&mut stream, "hop").await;
+        assert_eq!(event.order.as_ref(), Some(&made), "round {round}");
+        assert!(event.sequence > last);
+        last = event.sequence;
+        on = 1 - on;
+        stream = watch(&replicas[on], "", last)
+            .await
+            .unwrap_or_else(|status| panic!("round {round}: resume at {last} refused: {status:?}"));
+    }
+    let made = create(&mut writers[1 - on], "hop").await;
+    let event = next(&mut stream, "hop").await;
+    assert_eq!(event.order.as_ref(), Some(&made));
+    assert!(event.sequence > last);
+}
