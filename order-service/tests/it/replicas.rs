@@ -146,6 +146,24 @@ async fn get(client: &mut OrderServiceClient<Channel>, order_id: &str) -> pb::Or
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_starting_at_once_on_a_fresh_database_all_serve_one_log() {
+    // Their start-up migrations race; each must come up and write to the same log.
+    let (_db, replicas) = replicas(4).await;
+    let mut watcher = watch(&replicas[0], "", 0).await.unwrap();
+    let mut made = Vec::new();
+    for replica in &replicas {
+        made.push(create(&mut replica.client().await, "four").await);
+    }
+    let mut seen = Vec::new();
+    for _ in 0..made.len() {
+        seen.push(next(&mut watcher, "watcher on replica 0").await);
+    }
+    assert_strictly_increasing(&seen, "watcher on replica 0");
+    let orders: Vec<_> = seen.into_iter().map(|event| event.order.unwrap()).collect();
+    assert_eq!(orders, made);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_on_both_replicas_and_a_watcher_on_each_see_one_order() {
     let (_db, replicas) = replicas(2).await;
     let mut watchers = Vec::new();
@@ -516,8 +534,26 @@ async fn a_watch_resumed_on_the_other_replica_continues_exactly() {
     assert_eq!(event.order.unwrap().order_id, marker.order_id);
 }
 
+/// How a replica leaves in [`status_client_rides_out_a_replica_that_leaves`].
+#[derive(Clone, Copy, Debug)]
+enum Leaving {
+    /// `kill -9`.
+    Killed,
+    /// SIGTERM: drained gracefully.
+    Drained,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_client_with_both_replicas_rides_out_a_killed_one() {
+    status_client_rides_out_a_replica_that_leaves(Leaving::Killed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_client_with_both_replicas_rides_out_a_drained_one() {
+    status_client_rides_out_a_replica_that_leaves(Leaving::Drained).await;
+}
+
+async fn status_client_rides_out_a_replica_that_leaves(leaving: Leaving) {
     use status_client::proto as sc;
     use status_client::{CallOptions, Client, Settings};
 
@@ -548,7 +584,10 @@ async fn status_client_with_both_replicas_rides_out_a_killed_one() {
     // One caller after the other, so each call's retries are its own.
     for i in 0..40 {
         if i == 20 {
-            replicas[0].process.kill_hard();
+            match leaving {
+                Leaving::Killed => replicas[0].process.kill_hard(),
+                Leaving::Drained => replicas[0].process.terminate(),
+            }
         }
         let key = format!("sc-{i}");
         let before = client.stats().borrow().retries;
@@ -557,8 +596,12 @@ async fn status_client_with_both_replicas_rides_out_a_killed_one() {
             .await
             .unwrap_or_else(|error| panic!("call {i} failed: {error}"));
         let retries = client.stats().borrow().retries - before;
-        assert!(retries <= 1, "call {i} took {retries} retries");
+        assert!(retries <= 1, "{leaving:?}: call {i} took {retries} retries");
         made.insert(key, created);
+    }
+    if let Leaving::Drained = leaving {
+        let exit = tokio::task::block_in_place(|| replicas[0].process.wait_exit());
+        assert!(exit.success(), "the drained replica exited with {exit}");
     }
     let mut survivor = replicas[1].client().await;
     let stored = all_orders(&mut survivor).await;

@@ -365,6 +365,21 @@ impl ServerProcess {
         ServerProcess { child, addr }
     }
 
+    /// SIGTERM: a graceful shutdown begins; returns without waiting for it (see
+    /// [`ServerProcess::wait_exit`]).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {}: {status}", self.child.id());
+    }
+
+    /// Waits until the process has exited and returns how.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill_hard(&mut self) {
         self.child.kill().unwrap();
