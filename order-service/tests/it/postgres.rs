@@ -496,3 +496,64 @@ async fn pruning_runs_once_across_replicas() {
     drop((a, b));
     db.remove().await;
 }
+
+/// Replicas starting together on a new database: one migrates, the others wait for it and find
+/// the schema ready; all of them then serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_at_once_migrate_once() {
+    let db = TestDatabase::create().await;
+    let stores = futures::future::join_all((0..4).map(|_| db.store(keep()))).await;
+    for (i, store) in stores.iter().enumerate() {
+        store
+            .write(create("p", None, &format!("c-{i}")), None)
+            .await
+            .unwrap();
+    }
+    let versions: Vec<i32> = db
+        .client()
+        .await
+        .query(
+            "SELECT version FROM order_service_schema ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    assert_eq!(stores[3].log_bounds().await.unwrap().latest, 4);
+    drop(stores);
+    db.remove().await;
+}
+
+/// `sslmode=require` goes through rustls (on ring, with no second crypto provider to panic
+/// over): against a server without TLS the store refuses to open, saying why, rather than
+/// falling back to plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_never_falls_back_to_plaintext() {
+    let db = TestDatabase::create().await;
+    let mut config = db.config();
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let settings = PostgresSettings {
+        config,
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    };
+    let options = StoreOptions {
+        retention: keep(),
+        live_buffer: 16,
+    };
+    let Err(error) = PostgresStore::open(settings, options).await else {
+        panic!("opened without TLS although sslmode=require");
+    };
+    let message = order_service::error_chain::DisplayChain(&error).to_string();
+    eprintln!("sslmode=require refused: {message}");
+    assert!(matches!(error, Error::Unavailable(_)), "{message}");
+    assert!(
+        message.to_lowercase().contains("tls") || message.to_lowercase().contains("ssl"),
+        "{message}"
+    );
+    db.remove().await;
+}
