@@ -727,3 +727,105 @@ async fn a_watch_moves_to_the_other_replica_after_every_event() {
     assert_eq!(event.order.as_ref(), Some(&made));
     assert!(event.sequence > last);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_a_prune_never_delivers_a_silent_gap_to_a_live_watch() {
+    let (db, replicas) = replicas(2).await;
+    // A live watch on replica 1, opened on the empty log: it owes every event from 1 on.
+    let (mut live, from) = {
+        let response = replicas[1]
+            .client()
+            .await
+            .watch_orders(authed(pb::WatchOrdersRequest::default(), READER))
+            .await
+            .unwrap();
+        let from: u64 = response
+            .metadata()
+            .get("orders-watch-from")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (response.into_inner(), from)
+    };
+    assert_eq!(from, 0);
+    // Replica 1 is frozen, so it cannot read what replica 0 writes meanwhile.
+    replicas[1].process.pause().await;
+    let mut writer = replicas[0].client().await;
+    let mut log = watch(&replicas[0], "", 0).await.unwrap();
+    let w = create(&mut writer, "lag").await;
+    let x = create(&mut writer, "lag").await;
+    set_status(&mut writer, &x.order_id, S::Paid).await.unwrap();
+    let mut written = Vec::new();
+    for _ in 0..3 {
+        written.push(next(&mut log, "watcher on replica 0").await);
+    }
+    assert_eq!(written[0].order.as_ref(), Some(&w));
+    // A third replica with no event retention prunes at start: x's creation goes (each order's
+    // latest event stays). Wait until replica 0 refuses a replay from before it.
+    let dir = tempfile::tempdir().unwrap();
+    let pruner = ServerProcess::start_on(
+        dir.path(),
+        "127.0.0.1:0",
+        &db.url,
+        &["--event-retention", "0s"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let refused = match watch(&replicas[0], "", written[0].sequence).await {
+            Err(status) => Some(status),
+            Ok(mut stream) => stream.message().await.err(),
+        };
+        if let Some(status) = refused {
+            assert_eq!(reason(&status), "EVENTS_EXPIRED", "{status:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pruning replica never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(pruner);
+
+    // Replica 1 wakes up behind the prune. Its live watch may end with an error, but whatever
+    // it delivers must be the log without a hole: w, x created, x paid.
+    replicas[1].process.resume();
+    let mut delivered = Vec::new();
+    let ended = loop {
+        match tokio::time::timeout(EVENT_DEADLINE, live.message()).await {
+            Err(_) => panic!(
+                "the live watch on replica 1 neither delivered nor ended; delivered {delivered:?} \
+                 of {:?}",
+                written
+                    .iter()
+                    .map(|e| (e.sequence, identity(e)))
+                    .collect::<Vec<_>>()
+            ),
+            Ok(Ok(Some(event))) => {
+                let at = delivered.len();
+                assert_eq!(
+                    (event.sequence, identity(&event)),
+                    (written[at].sequence, identity(&written[at])),
+                    "a silent gap in a live watch: after {delivered:?} it delivered sequence {} \
+                     where the log had {} (since pruned)",
+                    event.sequence,
+                    written[at].sequence
+                );
+                delivered.push(identity(&event));
+                if delivered.len() == written.len() {
+                    break None;
+                }
+            }
+            Ok(Ok(None)) => break Some("ended".to_owned()),
+            Ok(Err(status)) => break Some(format!("{:?} {}", status.code(), status.message())),
+        }
+    };
+    let expected: Vec<_> = written.iter().map(identity).collect();
+    assert_eq!(
+        delivered,
+        expected[..delivered.len()].to_vec(),
+        "a silent gap in a live watch (then: {ended:?})"
+    );
+}

@@ -368,11 +368,40 @@ impl ServerProcess {
     /// SIGTERM: a graceful shutdown begins; returns without waiting for it (see
     /// [`ServerProcess::wait_exit`]).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// SIGSTOP: freezes it, connections open. Returns once every thread of the process is
+    /// stopped (the kernel stops them one by one).
+    pub async fn pause(&self) {
+        self.signal("STOP");
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.child.id()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !all_threads_stopped(&tasks) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "order-service did not stop after SIGSTOP"
+            );
+            // Polled, as /proc offers no notification.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// SIGCONT: lets a paused process run again.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
-        assert!(status.success(), "kill -TERM {}: {status}", self.child.id());
+        assert!(
+            status.success(),
+            "kill -{name} {}: {status}",
+            self.child.id()
+        );
     }
 
     /// Waits until the process has exited and returns how.
@@ -392,6 +421,19 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether every thread under `/proc/PID/task` is stopped (state `T` or `t`).
+fn all_threads_stopped(tasks: &Path) -> bool {
+    std::fs::read_dir(tasks).unwrap().all(|task| {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('T' | 't')
+        )
+    })
 }
 
 /// A client over a bare HTTP/2 connection: unlike a tonic `Channel`, it does not enforce the
