@@ -829,3 +829,94 @@ async fn a_replica_behind_a_prune_never_delivers_a_silent_gap_to_a_live_watch() 
         "a silent gap in a live watch (then: {ended:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_holding_the_log_head_does_not_stop_the_others_writing() {
+    let db = Backend::Postgres.database().await;
+    // Replica 0 names its sessions, so the test can see what they hold.
+    let named = format!(
+        "{}{}application_name=frozen-replica",
+        db.url,
+        if db.url.contains('?') { '&' } else { '?' }
+    );
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let frozen = ServerProcess::start_on(dirs[0].path(), "127.0.0.1:0", &named, &[]);
+    let other = ServerProcess::start_on(dirs[1].path(), "127.0.0.1:0", &db.url, &[]);
+    let observer = support::postgres::connect(&db.url).await;
+
+    // Writers keep replica 0 busy; its calls hang while it is frozen, which is fine.
+    let frozen_channel = channel(frozen.addr).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let mut client = OrderServiceClient::new(frozen_channel.clone());
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let mut request = authed(new_order(&format!("busy-{w}"), ""), WRITER);
+                    request.set_timeout(Duration::from_secs(120));
+                    let _ = client.create_order(request).await;
+                }
+            })
+        })
+        .collect();
+
+    // Freeze replica 0 at a moment when one of its transactions has taken the log head's row
+    // (its sessions hold RowExclusiveLock on event_log_head); try again until it is caught so.
+    // A session "idle in transaction" with that lock has done all it was sent and waits for
+    // its frozen client; a COMMIT already on its way would end it, so the state is checked
+    // again once anything in flight has surely arrived.
+    let holds_head = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                      WHERE a.application_name = 'frozen-replica'
+                        AND a.state = 'idle in transaction'
+                        AND l.relation = 'event_log_head'::regclass
+                        AND l.mode = 'RowExclusiveLock' AND l.granted";
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(
+            attempts <= 2000,
+            "replica 0 was never caught holding the log head"
+        );
+        frozen.pause().await;
+        let holders: i64 = observer.query_one(holds_head, &[]).await.unwrap().get(0);
+        if holders > 0 {
+            observer
+                .batch_execute("SELECT pg_sleep(0.2)")
+                .await
+                .unwrap();
+            let holders: i64 = observer.query_one(holds_head, &[]).await.unwrap().get(0);
+            if holders > 0 {
+                break;
+            }
+        }
+        frozen.resume();
+        tokio::task::yield_now().await;
+    }
+    eprintln!("replica 0 frozen holding the log head after {attempts} attempts");
+
+    // The other replica must still commit writes: a frozen process (a stop signal, a VM
+    // paused, a long GC-like stall) must not hold the cluster's one log head forever.
+    let mut client = other.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failures = Vec::new();
+    let written = loop {
+        let mut request = authed(new_order("while-frozen", "while-frozen-key"), WRITER);
+        request.set_timeout(Duration::from_secs(30));
+        match client.create_order(request).await {
+            Ok(order) => break order.into_inner(),
+            Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica 1 committed nothing in 60 s while replica 0 was frozen holding the log \
+             head; its answers: {failures:?}"
+        );
+    };
+    frozen.resume();
+    stop.cancel();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(get(&mut client, &written.order_id).await, written);
+}

@@ -409,6 +409,10 @@ impl ServerProcess {
         self.child.wait().unwrap()
     }
 
+    pub async fn client(&self) -> OrderServiceClient<Channel> {
+        client(self.addr).await
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill_hard(&mut self) {
         self.child.kill().unwrap();
