@@ -557,3 +557,96 @@ async fn sslmode_require_never_falls_back_to_plaintext() {
     );
     db.remove().await;
 }
+
+/// Writes queued behind busy writers go into one batch: one of them failing in the database
+/// fails alone (its savepoint is rolled back, the others commit), and one whose deadline passed
+/// while it waited is answered DEADLINE_EXCEEDED and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_or_expired_write_leaves_its_batch_alone() {
+    let db = TestDatabase::create().await;
+    let store = db.store(keep()).await;
+    let control = db.client().await;
+    control
+        .batch_execute(&format!(
+            r#"CREATE FUNCTION test_stall() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN PERFORM pg_advisory_xact_lock_shared({STALL_LOCK}); RETURN NEW; END $$;
+               CREATE TRIGGER stall_orders BEFORE INSERT ON orders FOR EACH ROW
+                   WHEN (NEW.customer_id = 'stall') EXECUTE FUNCTION test_stall();
+               CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'poisoned order'; END $$;
+               CREATE TRIGGER poison_orders BEFORE INSERT ON orders FOR EACH ROW
+                   WHEN (NEW.customer_id = 'poison') EXECUTE FUNCTION test_poison();"#
+        ))
+        .await
+        .unwrap();
+    control
+        .execute("SELECT pg_advisory_lock($1)", &[&STALL_LOCK])
+        .await
+        .unwrap();
+    // Every writer task busy inside a stalled transaction.
+    let mut stalled = JoinSet::new();
+    for busy in 1..=3 {
+        let store = Arc::clone(&store);
+        stalled.spawn(async move { store.write(create("p", None, "stall"), None).await });
+        // One at a time, so each is a batch of its own in a writer of its own.
+        wait_for_backends(&control, "wait_event = 'advisory'", busy).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(20);
+    let mut queued = JoinSet::new();
+    for (i, customer) in ["good-1", "poison", "late", "good-2"]
+        .into_iter()
+        .enumerate()
+    {
+        let store = Arc::clone(&store);
+        let deadline = (customer == "late").then_some(deadline);
+        queued.spawn(async move {
+            (
+                i,
+                store
+                    .write(create("p", Some(&format!("k-{i}")), customer), deadline)
+                    .await,
+            )
+        });
+    }
+    // Let the late write's deadline pass while it waits in the queue.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline) + Duration::from_millis(5))
+        .await;
+    control
+        .execute("SELECT pg_advisory_unlock($1)", &[&STALL_LOCK])
+        .await
+        .unwrap();
+    while let Some(done) = stalled.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = queued.join_next().await {
+        answers.push(done.unwrap());
+    }
+    answers.sort_by_key(|(i, _)| *i);
+    assert!(answers[0].1.is_ok(), "{:?}", answers[0]);
+    assert!(
+        matches!(&answers[1].1, Err(Error::Internal(cause)) if format!("{cause:?}").contains("poisoned")),
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(answers[2].1, Err(Error::DeadlineExceeded)),
+        "{:?}",
+        answers[2]
+    );
+    assert!(answers[3].1.is_ok(), "{:?}", answers[3]);
+    let stored = store.events_after(0, None, 100).await.unwrap();
+    assert_eq!(sequences(&stored), [1, 2, 3, 4, 5]);
+    let mut customers = customers(&stored);
+    customers.sort();
+    assert_eq!(customers, ["good-1", "good-2", "stall", "stall", "stall"]);
+    // The failed and the expired writes left no idempotency record: their keys are free.
+    let keys: i64 = control
+        .query_one("SELECT count(*) FROM idempotency_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2);
+    drop(store);
+    db.remove().await;
+}

@@ -13,6 +13,11 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// tokio-postgres's default idle time before TCP keepalive probes.
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+/// Idle time before TCP keepalive probes on this store's connections.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+
 /// How to reach PostgreSQL and how hard to try.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PostgresSettings {
@@ -68,6 +73,12 @@ impl PostgresSettings {
         config.connect_timeout(self.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("order-service");
+        }
+        // A server gone without a word (a partition, a host lost) shows on an idle TCP
+        // connection only through keepalives: the two hours of the default would leave the
+        // LISTEN connection and pooled connections dead that long. Unless the URL says otherwise.
+        if config.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+            config.keepalives_idle(KEEPALIVES_IDLE);
         }
         let timeout = format!(
             "-c statement_timeout={}",

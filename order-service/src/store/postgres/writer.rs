@@ -196,20 +196,25 @@ impl Writer {
         let tx = client.transaction().await.map_err(before_commit)?;
         let mut results = Vec::with_capacity(jobs.len());
         let mut events = Vec::new();
+        // The previous write's savepoint is released together with the next one's start (one
+        // round trip); the last one is released by COMMIT.
+        let mut savepoint = false;
         for job in jobs {
             // Waiting for the connection or a retry may have outlived a caller's deadline.
             if job.abandoned() {
                 results.push(Err(Error::DeadlineExceeded));
                 continue;
             }
-            tx.batch_execute("SAVEPOINT write")
-                .await
-                .map_err(before_commit)?;
+            tx.batch_execute(if savepoint {
+                "RELEASE SAVEPOINT write; SAVEPOINT write"
+            } else {
+                "SAVEPOINT write"
+            })
+            .await
+            .map_err(before_commit)?;
+            savepoint = true;
             match apply(&tx, &job.write).await {
                 Ok((outcome, event)) => {
-                    tx.batch_execute("RELEASE SAVEPOINT write")
-                        .await
-                        .map_err(before_commit)?;
                     events.extend(event);
                     results.push(Ok(outcome));
                 }
@@ -361,42 +366,46 @@ async fn apply(
     };
     let effect = decide(&write.change, current, write.now)?;
     let event = match &effect {
-        Effect::Insert(order) => {
-            insert_order(tx, order).await?;
-            Some(PendingEvent {
-                order: order.clone(),
-                previous_status: None,
-                reason: String::new(),
-            })
-        }
-        Effect::Update { from, to } => {
-            update_order(tx, from, to).await?;
-            Some(PendingEvent {
-                order: to.clone(),
-                previous_status: Some(from.status),
-                reason: write.change.reason().to_owned(),
-            })
-        }
+        Effect::Insert(order) => Some(PendingEvent {
+            order: order.clone(),
+            previous_status: None,
+            reason: String::new(),
+        }),
+        Effect::Update { from, to } => Some(PendingEvent {
+            order: to.clone(),
+            previous_status: Some(from.status),
+            reason: write.change.reason().to_owned(),
+        }),
         Effect::Unchanged(_) => None,
     };
     let order = effect.order().clone();
-    if let Some(request_id) = &write.request_id {
-        let answer = tx
-            .prepare_cached(
-                "UPDATE idempotency_keys SET response = $3
-                 WHERE principal = $1 AND request_id = $2",
+    // The change and the idempotency record's response, pipelined on the connection (sent
+    // together, answered in order): the change's failure is the one reported.
+    let change = async {
+        match &effect {
+            Effect::Insert(order) => insert_order(tx, order).await,
+            Effect::Update { from, to } => update_order(tx, from, to).await,
+            Effect::Unchanged(_) => Ok(()),
+        }
+    };
+    let response = record::encode_order(&order);
+    let answer = async {
+        if let Some(request_id) = &write.request_id {
+            let answer = tx
+                .prepare_cached(
+                    "UPDATE idempotency_keys SET response = $3
+                     WHERE principal = $1 AND request_id = $2",
+                )
+                .await?;
+            tx.execute(
+                &answer,
+                &[&write.principal.as_str(), &request_id.as_str(), &response],
             )
             .await?;
-        tx.execute(
-            &answer,
-            &[
-                &write.principal.as_str(),
-                &request_id.as_str(),
-                &record::encode_order(&order),
-            ],
-        )
-        .await?;
-    }
+        }
+        Ok::<_, WriteFailure>(())
+    };
+    futures::try_join!(change, answer)?;
     Ok((
         WriteOutcome {
             order,
