@@ -861,59 +861,74 @@ async fn a_frozen_replica_holding_the_log_head_does_not_stop_the_others_writing(
         })
         .collect();
 
-    // Freeze replica 0 at a moment when one of its transactions has taken the log head's row
-    // (its sessions hold RowExclusiveLock on event_log_head); try again until it is caught so.
-    // A session "idle in transaction" with that lock has done all it was sent and waits for
-    // its frozen client; a COMMIT already on its way would end it, so the state is checked
-    // again once anything in flight has surely arrived.
-    let holds_head = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+    // Freeze replica 0 at a moment when one of its sessions is "idle in transaction" holding
+    // the log head's row (RowExclusiveLock on event_log_head, taken by the head UPDATE): it has
+    // done all it was sent and waits for its frozen client.
+    let holds_head = "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
                       WHERE a.application_name = 'frozen-replica'
                         AND a.state = 'idle in transaction'
                         AND l.relation = 'event_log_head'::regclass
                         AND l.mode = 'RowExclusiveLock' AND l.granted";
+    // After the other replica wrote: did that session commit after all (a COMMIT already in
+    // its socket when it was seen idle)? Then the catch proved nothing and is made again.
+    let committed_after_all = "SELECT count(*) FROM pg_stat_activity
+                               WHERE pid = $1 AND state = 'idle'";
+    let mut client = other.client().await;
     let mut attempts = 0;
-    loop {
+    let written = 'catch: loop {
         attempts += 1;
         assert!(
             attempts <= 2000,
             "replica 0 was never caught holding the log head"
         );
         frozen.pause().await;
-        let holders: i64 = observer.query_one(holds_head, &[]).await.unwrap().get(0);
-        if holders > 0 {
-            observer
-                .batch_execute("SELECT pg_sleep(0.2)")
-                .await
-                .unwrap();
-            let holders: i64 = observer.query_one(holds_head, &[]).await.unwrap().get(0);
-            if holders > 0 {
-                break;
-            }
+        let holders = observer.query(holds_head, &[]).await.unwrap();
+        // And the head row is locked right now (a probe that does not wait for it fails).
+        let row_locked = observer
+            .batch_execute("BEGIN; SELECT last FROM event_log_head FOR UPDATE NOWAIT; ROLLBACK")
+            .await
+            .map_err(|error| error.code().cloned())
+            .err();
+        if row_locked.is_some() {
+            observer.batch_execute("ROLLBACK").await.unwrap();
         }
-        frozen.resume();
-        tokio::task::yield_now().await;
-    }
-    eprintln!("replica 0 frozen holding the log head after {attempts} attempts");
+        let (Some(holder), Some(Some(tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE))) =
+            (holders.first(), row_locked)
+        else {
+            frozen.resume();
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let holder: i32 = holder.get(0);
 
-    // The other replica must still commit writes: a frozen process (a stop signal, a VM
-    // paused, a long GC-like stall) must not hold the cluster's one log head forever.
-    let mut client = other.client().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut failures = Vec::new();
-    let written = loop {
-        let mut request = authed(new_order("while-frozen", "while-frozen-key"), WRITER);
-        request.set_timeout(Duration::from_secs(30));
-        match client.create_order(request).await {
-            Ok(order) => break order.into_inner(),
-            Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+        // The other replica must still commit writes: a frozen process (a stop signal, a VM
+        // paused, a long stall) must not hold the cluster's one log head for ever.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut failures = Vec::new();
+        let written = loop {
+            let mut request = authed(new_order("while-frozen", "while-frozen-key"), WRITER);
+            request.set_timeout(Duration::from_secs(30));
+            match client.create_order(request).await {
+                Ok(order) => break order.into_inner(),
+                Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica 1 committed nothing in 60 s while replica 0 was frozen holding the log \
+                 head (session {holder}, caught after {attempts} attempts); its answers: \
+                 {failures:?}"
+            );
+        };
+        let after_all: i64 = observer
+            .query_one(committed_after_all, &[&holder])
+            .await
+            .unwrap()
+            .get(0);
+        frozen.resume();
+        if after_all == 0 {
+            break 'catch written;
         }
-        assert!(
-            Instant::now() < deadline,
-            "replica 1 committed nothing in 60 s while replica 0 was frozen holding the log \
-             head; its answers: {failures:?}"
-        );
     };
-    frozen.resume();
     stop.cancel();
     for writer in writers {
         writer.await.unwrap();
