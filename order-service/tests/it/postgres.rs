@@ -373,6 +373,29 @@ async fn concurrent_updates_of_one_version_on_two_replicas_one_wins() {
             won.order
         );
     }
+    // Listing with filters and pages, on the other replica.
+    let query = |status, customer: Option<&str>, after| ListQuery {
+        page_size: 3,
+        after,
+        status,
+        customer_id: customer.map(|c| order_service::domain::CustomerId::parse(c).unwrap()),
+    };
+    let all = b.list(&query(None, None, 0)).await.unwrap();
+    assert_eq!(all.orders.len(), 3);
+    let rest = b
+        .list(&query(None, None, all.next_after.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(rest.orders[0].customer_id.as_str(), "c-3");
+    let paid = b
+        .list(&query(Some(OrderStatus::Paid), None, 0))
+        .await
+        .unwrap()
+        .orders;
+    assert!(paid.iter().all(|order| order.status == OrderStatus::Paid));
+    let one = b.list(&query(None, Some("c-7"), 0)).await.unwrap();
+    assert_eq!(one.orders.len(), 1);
+    assert_eq!(one.next_after, None);
     drop((a, b));
     db.remove().await;
 }
@@ -647,6 +670,118 @@ async fn a_failing_or_expired_write_leaves_its_batch_alone() {
         .unwrap()
         .get(0);
     assert_eq!(keys, 2);
+    drop(store);
+    db.remove().await;
+}
+
+/// Writers spread over both replicas, a watcher on each: every acknowledged write's event
+/// arrives once on both, in strictly increasing, contiguous order, the same on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watchers_on_both_replicas_see_one_gap_free_order() {
+    let db = TestDatabase::create().await;
+    let replicas = [db.store(keep()).await, db.store(keep()).await];
+    let mut watchers = [replicas[0].subscribe(), replicas[1].subscribe()];
+    let mut writers = JoinSet::new();
+    for writer in 0..8 {
+        let store = Arc::clone(&replicas[writer % 2]);
+        writers.spawn(async move {
+            let mut written = Vec::new();
+            for i in 0..25 {
+                let order = store
+                    .write(create("p", Some(&format!("w{writer}-{i}")), "c"), None)
+                    .await
+                    .unwrap()
+                    .order;
+                if i % 5 == 0 {
+                    store
+                        .write(update(&order.id, OrderStatus::Paid, Some(1)), None)
+                        .await
+                        .unwrap();
+                }
+                written.push(order.id);
+            }
+            written
+        });
+    }
+    let mut acknowledged = HashSet::new();
+    while let Some(done) = writers.join_next().await {
+        acknowledged.extend(done.unwrap());
+    }
+    let total = 8 * 25 + 8 * 5;
+    let mut seen = Vec::new();
+    for watcher in &mut watchers {
+        let events = next_events(watcher, total).await;
+        assert_eq!(
+            sequences(&events),
+            (1..=total as u64).collect::<Vec<_>>(),
+            "strictly increasing and contiguous"
+        );
+        let created: HashSet<OrderId> = events
+            .iter()
+            .filter(|event| event.previous_status.is_none())
+            .map(|event| event.order.id.clone())
+            .collect();
+        assert_eq!(created, acknowledged, "every acknowledged order, once");
+        seen.push(events);
+    }
+    assert_eq!(seen[0], seen[1], "both replicas publish the same log");
+    drop(replicas);
+    db.remove().await;
+}
+
+/// While the database refuses connections, health (ping) fails and writes are UNAVAILABLE;
+/// once it accepts them again both recover without a restart of the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_follows_the_database_refusing_and_accepting_connections() {
+    let db = TestDatabase::create().await;
+    let store = db.store(keep()).await;
+    store.write(create("p", None, "c"), None).await.unwrap();
+    // From the server's `postgres` database: PostgreSQL refuses to disallow connections to the
+    // database the statement runs in.
+    let control = connect(&db.admin).await;
+    control
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';",
+            name = db.name
+        ))
+        .await
+        .unwrap();
+    // The terminated connections may take a moment to be noticed: ping until it fails.
+    tokio::time::timeout(PATIENCE, async {
+        while store.ping().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("ping fails while no connection can be opened");
+    assert!(store.ping().await.is_err());
+    assert!(matches!(
+        store.write(create("p", Some("during"), "c"), None).await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.order(&OrderId::generate()).await,
+        Err(Error::Unavailable(_))
+    ));
+    control
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let mut live = store.subscribe();
+    let written = store
+        .write(create("p", Some("during"), "c"), None)
+        .await
+        .unwrap();
+    assert!(!written.replayed, "the refused write changed nothing");
+    assert_eq!(
+        next_events(&mut live, 1).await[0].order.id,
+        written.order.id
+    );
     drop(store);
     db.remove().await;
 }
