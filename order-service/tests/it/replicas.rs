@@ -41,6 +41,19 @@ impl Replica {
     }
 }
 
+/// A replica on the database at `url`, started now.
+fn start_replica(url: &str) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start_on(dir.path(), "127.0.0.1:0", url, &[]);
+    Replica { process, _dir: dir }
+}
+
+/// `url` with `application_name` set, so that a test can tell that replica's sessions apart.
+fn with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
+}
+
 /// A fresh PostgreSQL database and `count` replicas on it, started at once (so their
 /// start-up migrations race, as they do when a deployment starts).
 async fn replicas(count: usize) -> (TestDatabase, Vec<Replica>) {
@@ -392,6 +405,7 @@ async fn create_with_failover(
             "{key}: no replica took it in 60 s: {failures:?}"
         );
         *prefer = 1 - *prefer;
+        tokio::task::yield_now().await;
     }
 }
 
@@ -730,7 +744,13 @@ async fn a_watch_moves_to_the_other_replica_after_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_a_prune_never_delivers_a_silent_gap_to_a_live_watch() {
-    let (db, replicas) = replicas(2).await;
+    let db = Backend::Postgres.database().await;
+    // Replica 1 names its sessions, so the test can see what they hold.
+    let replicas = [
+        start_replica(&db.url),
+        start_replica(&with_application_name(&db.url, "lagging-replica")),
+    ];
+    let observer = support::postgres::connect(&db.url).await;
     // A live watch on replica 1, opened on the empty log: it owes every event from 1 on.
     let (mut live, from) = {
         let response = replicas[1]
@@ -750,8 +770,35 @@ async fn a_replica_behind_a_prune_never_delivers_a_silent_gap_to_a_live_watch() 
         (response.into_inner(), from)
     };
     assert_eq!(from, 0);
-    // Replica 1 is frozen, so it cannot read what replica 0 writes meanwhile.
+    // Replica 1 is frozen, so it cannot read what replica 0 writes meanwhile; but not in the
+    // middle of its own start-up prune, whose cluster-wide lock would keep the pruning replica
+    // below from pruning (then it is let run until that lock is gone, and frozen again).
+    // (Replica 0 may be pruning too; it is not frozen, so that ends by itself.)
+    let advisory_locks = "SELECT count(*),
+                                 count(*) FILTER (WHERE a.application_name = 'lagging-replica')
+                          FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                          WHERE l.locktype = 'advisory'";
+    let deadline = Instant::now() + Duration::from_secs(60);
     replicas[1].process.pause().await;
+    loop {
+        let row = observer.query_one(advisory_locks, &[]).await.unwrap();
+        let (held, by_frozen): (i64, i64) = (row.get(0), row.get(1));
+        if held == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an advisory lock (a prune) was held for 60 s"
+        );
+        // Polled: a lock's release has no notification.
+        if by_frozen > 0 {
+            replicas[1].process.resume();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            replicas[1].process.pause().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let mut writer = replicas[0].client().await;
     let mut log = watch(&replicas[0], "", 0).await.unwrap();
     let w = create(&mut writer, "lag").await;
@@ -834,11 +881,7 @@ async fn a_replica_behind_a_prune_never_delivers_a_silent_gap_to_a_live_watch() 
 async fn a_frozen_replica_holding_the_log_head_does_not_stop_the_others_writing() {
     let db = Backend::Postgres.database().await;
     // Replica 0 names its sessions, so the test can see what they hold.
-    let named = format!(
-        "{}{}application_name=frozen-replica",
-        db.url,
-        if db.url.contains('?') { '&' } else { '?' }
-    );
+    let named = with_application_name(&db.url, "frozen-replica");
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let frozen = ServerProcess::start_on(dirs[0].path(), "127.0.0.1:0", &named, &[]);
     let other = ServerProcess::start_on(dirs[1].path(), "127.0.0.1:0", &db.url, &[]);
@@ -847,6 +890,9 @@ async fn a_frozen_replica_holding_the_log_head_does_not_stop_the_others_writing(
     // Writers keep replica 0 busy; its calls hang while it is frozen, which is fine.
     let frozen_channel = channel(frozen.addr).await;
     let stop = tokio_util::sync::CancellationToken::new();
+    // Stops them also when the test fails (their replica is gone then, and a loop of calls
+    // that fail at once would never yield to the runtime's shutdown).
+    let _stop_writers = stop.clone().drop_guard();
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let mut client = OrderServiceClient::new(frozen_channel.clone());
@@ -855,7 +901,9 @@ async fn a_frozen_replica_holding_the_log_head_does_not_stop_the_others_writing(
                 while !stop.is_cancelled() {
                     let mut request = authed(new_order(&format!("busy-{w}"), ""), WRITER);
                     request.set_timeout(Duration::from_secs(120));
-                    let _ = client.create_order(request).await;
+                    if client.create_order(request).await.is_err() {
+                        tokio::task::yield_now().await;
+                    }
                 }
             })
         })
