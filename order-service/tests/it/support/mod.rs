@@ -1,7 +1,10 @@
-//! Test harness: a real order-service on 127.0.0.1:0 with its own SQLite file and tokens file,
-//! in this process (`TestServer`) or as a child process of the real binary (`ServerProcess`).
+//! Test harness: a real order-service on 127.0.0.1:0 with its own database (an SQLite file, or
+//! a fresh PostgreSQL database: [`Backend`]) and tokens file, in this process (`TestServer`) or
+//! as a child process of the real binary (`ServerProcess`).
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod postgres;
 
 use order_service::config::Cli;
 use order_service::observability::Observability;
@@ -43,6 +46,51 @@ pub fn write_tokens_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// Where a test's orders are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server of `ORDER_STATUS_TEST_POSTGRES`.
+    Postgres,
+}
+
+impl Backend {
+    /// A new, empty database of this backend; it is removed when the handle drops.
+    pub async fn database(self) -> TestDatabase {
+        match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("orders.db").display());
+                TestDatabase {
+                    url,
+                    _keep: Keep::Sqlite(dir),
+                }
+            }
+            Backend::Postgres => {
+                let database = postgres::PgDatabase::create().await;
+                TestDatabase {
+                    url: database.url.clone(),
+                    _keep: Keep::Postgres(database),
+                }
+            }
+        }
+    }
+}
+
+/// A database for one test, by URL (`--database-url`); it outlives the servers started on it.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    _keep: Keep,
+}
+
+#[derive(Debug)]
+enum Keep {
+    Sqlite(TempDir),
+    Postgres(postgres::PgDatabase),
+}
+
 /// An order-service running inside the test process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -70,7 +118,16 @@ impl TestServer {
     /// Starts a server on the database and tokens in `dir`.
     pub async fn start_in(dir: TempDir, flags: &[&str]) -> TestServer {
         let tokens = write_tokens_file(dir.path());
-        TestServer::start_with_tokens_at(dir, &tokens, flags).await
+        let database = sqlite_url(dir.path());
+        TestServer::start_with_tokens_at(dir, &tokens, &database, flags).await
+    }
+
+    /// Starts a server on `database` (the test keeps it: several servers, one after the other
+    /// or at once, may share it) with extra command-line flags.
+    pub async fn start_on(database: &TestDatabase, flags: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = write_tokens_file(dir.path());
+        TestServer::start_with_tokens_at(dir, &tokens, &database.url, flags).await
     }
 
     /// Starts a server whose tokens file has the TOML text `tokens` (instead of the three test
@@ -79,18 +136,24 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.toml");
         std::fs::write(&path, tokens).unwrap();
-        TestServer::start_with_tokens_at(dir, &path, flags).await
+        let database = sqlite_url(dir.path());
+        TestServer::start_with_tokens_at(dir, &path, &database, flags).await
     }
 
-    /// Starts a server on the database in `dir` and the tokens file at `tokens`.
-    async fn start_with_tokens_at(dir: TempDir, tokens: &Path, flags: &[&str]) -> TestServer {
-        let database = format!("sqlite://{}", dir.path().join("orders.db").display());
+    /// Starts a server on `database` with the tokens file at `tokens`; `dir` lives as long as
+    /// the server.
+    async fn start_with_tokens_at(
+        dir: TempDir,
+        tokens: &Path,
+        database: &str,
+        flags: &[&str],
+    ) -> TestServer {
         let mut argv = vec![
             "order-service".to_owned(),
             "--addr".into(),
             "127.0.0.1:0".into(),
             "--database-url".into(),
-            database,
+            database.to_owned(),
             "--tokens-file".into(),
             tokens.display().to_string(),
         ];
@@ -120,6 +183,8 @@ impl TestServer {
         }
     }
 
+    /// The SQLite file of a server started on the database in its directory (not by
+    /// [`TestServer::start_on`]).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("orders.db")
     }
@@ -147,6 +212,11 @@ impl TestServer {
         }
         self.dir
     }
+}
+
+/// `sqlite://` URL of the file `orders.db` in `dir`.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("orders.db").display())
 }
 
 pub async fn channel(addr: SocketAddr) -> Channel {
@@ -261,12 +331,20 @@ impl ServerProcess {
     /// Starts the binary on `addr` (port 0 allowed) with the database and tokens in `dir`, and
     /// waits for its "listening on" line.
     pub fn start(dir: &Path, addr: &str) -> ServerProcess {
+        ServerProcess::start_on(dir, addr, &sqlite_url(dir), &[])
+    }
+
+    /// Starts the binary on `addr` (port 0 allowed) with the tokens in `dir`, on the database
+    /// at `database` and extra flags, and waits for its "listening on" line.
+    pub fn start_on(dir: &Path, addr: &str, database: &str, flags: &[&str]) -> ServerProcess {
         let tokens = write_tokens_file(dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
             .args(["--addr", addr, "--tokens-file"])
             .arg(&tokens)
             .arg("--database-url")
-            .arg(format!("sqlite://{}", dir.join("orders.db").display()))
+            .arg(database)
+            .args(flags)
+            .env_remove("ORDER_SERVICE_DEV")
             .env("LOG_FORMAT", "text")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -287,6 +365,54 @@ impl ServerProcess {
         ServerProcess { child, addr }
     }
 
+    /// SIGTERM: a graceful shutdown begins; returns without waiting for it (see
+    /// [`ServerProcess::wait_exit`]).
+    pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// SIGSTOP: freezes it, connections open. Returns once every thread of the process is
+    /// stopped (the kernel stops them one by one).
+    pub async fn pause(&self) {
+        self.signal("STOP");
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.child.id()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !all_threads_stopped(&tasks) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "order-service did not stop after SIGSTOP"
+            );
+            // Polled, as /proc offers no notification.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// SIGCONT: lets a paused process run again.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "kill -{name} {}: {status}",
+            self.child.id()
+        );
+    }
+
+    /// Waits until the process has exited and returns how.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub async fn client(&self) -> OrderServiceClient<Channel> {
+        client(self.addr).await
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill_hard(&mut self) {
         self.child.kill().unwrap();
@@ -299,6 +425,19 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether every thread under `/proc/PID/task` is stopped (state `T` or `t`).
+fn all_threads_stopped(tasks: &Path) -> bool {
+    std::fs::read_dir(tasks).unwrap().all(|task| {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('T' | 't')
+        )
+    })
 }
 
 /// A client over a bare HTTP/2 connection: unlike a tonic `Channel`, it does not enforce the
