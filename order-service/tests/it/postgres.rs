@@ -737,7 +737,10 @@ async fn watchers_on_both_replicas_see_one_gap_free_order() {
 async fn health_follows_the_database_refusing_and_accepting_connections() {
     let db = TestDatabase::create().await;
     let store = db.store(keep()).await;
+    let mut live = store.subscribe();
     store.write(create("p", None, "c"), None).await.unwrap();
+    // Published before the outage, so it cannot arrive late, after it, as if it were the next.
+    next_events(&mut live, 1).await;
     // From the server's `postgres` database: PostgreSQL refuses to disallow connections to the
     // database the statement runs in.
     let control = connect(&db.admin).await;
@@ -774,7 +777,6 @@ async fn health_follows_the_database_refusing_and_accepting_connections() {
         .await
         .unwrap();
     store.ping().await.unwrap();
-    let mut live = store.subscribe();
     let written = store
         .write(create("p", Some("during"), "c"), None)
         .await
