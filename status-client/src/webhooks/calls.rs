@@ -109,7 +109,7 @@ impl Client {
                     .list_webhook_endpoints(request.clone(), options)
                     .await?;
                 let following =
-                    (!page.next_page_token.is_empty()).then(|| ListWebhookEndpointsRequest {
+                    (!page.next_page_token.is_empty()).then_some(ListWebhookEndpointsRequest {
                         page_token: page.next_page_token,
                         ..request
                     });
@@ -240,7 +240,7 @@ impl Client {
                     .list_webhook_deliveries(request.clone(), options)
                     .await?;
                 let following =
-                    (!page.next_page_token.is_empty()).then(|| ListWebhookDeliveriesRequest {
+                    (!page.next_page_token.is_empty()).then_some(ListWebhookDeliveriesRequest {
                         page_token: page.next_page_token,
                         ..request
                     });
