@@ -222,11 +222,12 @@ async fn receive(
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let sequence = event
-        .get("data")
-        .and_then(|data| data.get("sequence"))
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    // A uint64, so a string in the proto3 JSON mapping.
+    let sequence = match event.get("data").and_then(|data| data.get("sequence")) {
+        Some(serde_json::Value::String(sequence)) => sequence.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
     event.insert(
         "webhookId".to_owned(),
         serde_json::Value::String(id.clone()),
