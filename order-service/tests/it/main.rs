@@ -12,3 +12,4 @@ mod rate_limit;
 mod storage;
 mod support;
 mod watch;
+mod webhooks;

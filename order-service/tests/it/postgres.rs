@@ -113,6 +113,7 @@ fn create(principal: &str, key: Option<&str>, customer: &str) -> Write {
             order,
         }),
         now: UnixMicros::now(),
+        trace_parent: None,
     }
 }
 
@@ -127,6 +128,7 @@ fn update(id: &OrderId, target: OrderStatus, expected_version: Option<i64>) -> W
             reason: String::new(),
         }),
         now: UnixMicros::now(),
+        trace_parent: None,
     }
 }
 

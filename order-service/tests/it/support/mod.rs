@@ -26,6 +26,8 @@ pub const WRITER: &str = "writer-token-0123456789";
 pub const OTHER_WRITER: &str = "other-writer-token-0123456789";
 /// Token with orders.read only (principal "reader").
 pub const READER: &str = "reader-token-0123456789";
+/// Token with webhooks.admin only (principal "hook-admin").
+pub const HOOK_ADMIN: &str = "hook-admin-token-0123456789";
 
 /// Writes the tokens file of the three test tokens into `dir`.
 pub fn write_tokens_file(dir: &Path) -> PathBuf {
@@ -33,10 +35,12 @@ pub fn write_tokens_file(dir: &Path) -> PathBuf {
     let text = format!(
         "[[token]]\nprincipal = \"writer\"\nscopes = [\"orders.read\", \"orders.write\"]\nsha256 = \"{}\"\n\n\
          [[token]]\nprincipal = \"other-writer\"\nscopes = [\"orders.read\", \"orders.write\"]\nsha256 = \"{}\"\n\n\
-         [[token]]\nprincipal = \"reader\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n",
+         [[token]]\nprincipal = \"reader\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n\n\
+         [[token]]\nprincipal = \"hook-admin\"\nscopes = [\"webhooks.admin\"]\nsha256 = \"{}\"\n",
         sha(WRITER),
         sha(OTHER_WRITER),
-        sha(READER)
+        sha(READER),
+        sha(HOOK_ADMIN)
     );
     let path = dir.join("tokens.toml");
     std::fs::write(&path, text).unwrap();
@@ -261,9 +265,16 @@ impl ServerProcess {
     /// Starts the binary on `addr` (port 0 allowed) with the database and tokens in `dir`, and
     /// waits for its "listening on" line.
     pub fn start(dir: &Path, addr: &str) -> ServerProcess {
+        ServerProcess::start_with(dir, addr, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra command-line flags.
+    pub fn start_with(dir: &Path, addr: &str, flags: &[&str]) -> ServerProcess {
         let tokens = write_tokens_file(dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
-            .args(["--addr", addr, "--tokens-file"])
+            .args(["--addr", addr])
+            .args(flags)
+            .arg("--tokens-file")
             .arg(&tokens)
             .arg("--database-url")
             .arg(format!("sqlite://{}", dir.join("orders.db").display()))
