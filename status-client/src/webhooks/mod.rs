@@ -6,6 +6,36 @@
 //! The signing scheme is Standard Webhooks 1.0, implemented once in the `order-status-webhooks`
 //! crate (shared with order-service, which signs) and re-exported here, so a service needs only
 //! status-client.
+//!
+//! Verifying in an axum handler (the README's example):
+//!
+//! ```no_run
+//! use axum::{body::Bytes, extract::State, http::{HeaderMap, StatusCode}};
+//! use status_client::webhooks::Verifier;
+//!
+//! async fn order_webhook(
+//!     State(verifier): State<Verifier>,
+//!     headers: HeaderMap,
+//!     body: Bytes,
+//! ) -> (StatusCode, String) {
+//!     match verifier.verify(&headers, &body) {
+//!         Err(why) => (StatusCode::UNAUTHORIZED, format!("{why}\n")),
+//!         Ok(delivery) => {
+//!             let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+//!             tracing::info!(id = %delivery.webhook_id, r#type = %event["type"], "order event");
+//!             (StatusCode::NO_CONTENT, String::new())
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::new(vec![std::env::var("WEBHOOK_SECRET")?.parse()?]);
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/hooks/orders", axum::routing::post(order_webhook))
+//!     .with_state(verifier);
+//! # drop(app);
+//! # Ok(()) }
+//! ```
 
 mod calls;
 mod dedupe;
