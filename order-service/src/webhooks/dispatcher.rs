@@ -97,7 +97,11 @@ impl Dispatcher {
         let mut failing = false;
         loop {
             changes.borrow_and_update();
-            match self.hooks.claim_endpoints(&self.owner, self.settings.lease).await {
+            match self
+                .hooks
+                .claim_endpoints(&self.owner, self.settings.lease)
+                .await
+            {
                 Ok(endpoints) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("webhook endpoints can be claimed again");
@@ -225,7 +229,11 @@ impl Worker {
                     continue;
                 }
             }
-            if self.buffer.front().is_none_or(|e| e.sequence != endpoint.cursor + 1) {
+            if self
+                .buffer
+                .front()
+                .is_none_or(|e| e.sequence != endpoint.cursor + 1)
+            {
                 self.buffer.clear();
                 match self
                     .dispatcher
@@ -247,9 +255,10 @@ impl Worker {
                     }
                 }
                 if let Ok(bounds) = self.dispatcher.orders.log_bounds().await {
-                    self.dispatcher
-                        .metrics
-                        .record_webhook_lag(&self.id, bounds.latest.saturating_sub(endpoint.cursor));
+                    self.dispatcher.metrics.record_webhook_lag(
+                        &self.id,
+                        bounds.latest.saturating_sub(endpoint.cursor),
+                    );
                 }
             }
             let Some(first) = self.buffer.front() else {
@@ -350,10 +359,16 @@ impl Worker {
         };
         let attempt_time = UnixMicros::now();
         let started = Instant::now();
-        let outcome = dispatcher.transport.post(post).instrument(span.clone()).await;
+        let outcome = dispatcher
+            .transport
+            .post(post)
+            .instrument(span.clone())
+            .await;
         let latency = started.elapsed();
         span.record("outcome", outcome.label());
-        dispatcher.metrics.record_webhook_attempt(outcome.label(), latency);
+        dispatcher
+            .metrics
+            .record_webhook_attempt(outcome.label(), latency);
         let (http_status, error, retry_after) = match &outcome {
             Outcome::Response {
                 status,
@@ -413,9 +428,8 @@ impl Worker {
                 "webhook delivery attempt failed"
             );
         }
-        let next_attempt = wait.map(|wait| {
-            UnixMicros(attempt_time.0.saturating_add(wait.as_micros() as i64))
-        });
+        let next_attempt =
+            wait.map(|wait| UnixMicros(attempt_time.0.saturating_add(wait.as_micros() as i64)));
         let record = AttemptRecord {
             endpoint_id: endpoint.id.clone(),
             expected_cursor: endpoint.cursor,
@@ -433,7 +447,11 @@ impl Worker {
             },
             disable,
         };
-        match dispatcher.hooks.record_attempt(&dispatcher.owner, record).await {
+        match dispatcher
+            .hooks
+            .record_attempt(&dispatcher.owner, record)
+            .await
+        {
             Ok(true) => {
                 if delivered {
                     self.buffer.pop_front();
