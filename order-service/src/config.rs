@@ -207,7 +207,11 @@ pub struct ServeArgs {
     pub webhook_retry_schedule: String,
     /// Webhooks: file with a 32-byte key (raw, 64 hex digits or base64) that encrypts signing
     /// secrets at rest (AES-256-GCM); kept in plain text when unset.
-    #[arg(long, env = "ORDER_SERVICE_WEBHOOK_SECRETS_KEY_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_WEBHOOK_SECRETS_KEY_FILE",
+        value_name = "PATH"
+    )]
     pub webhook_secrets_key_file: Option<PathBuf>,
     /// Webhooks on PostgreSQL: how long a replica's claim on an endpoint lasts unless renewed
     /// (renewed every second); another replica takes the endpoint over after it.

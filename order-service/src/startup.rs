@@ -52,7 +52,8 @@ impl Application {
     /// Opens the store and binds the listeners. Nothing is served until
     /// [`Application::run_until`].
     pub async fn build(settings: Settings, observability: Observability) -> anyhow::Result<Self> {
-        let (store, hooks): (Arc<dyn OrderStore>, Arc<dyn WebhookStore>) = match &settings.database {
+        let (store, hooks): (Arc<dyn OrderStore>, Arc<dyn WebhookStore>) = match &settings.database
+        {
             Database::Sqlite(path) => {
                 let path = path.clone();
                 let options = settings.store;

@@ -58,7 +58,10 @@ impl WebhooksApi {
             if !EVENT_TYPES.contains(&kind.as_str()) {
                 violations.add(
                     format!("{field}[{index}]"),
-                    format!("unknown event type {kind:?}; known: {}", EVENT_TYPES.join(", ")),
+                    format!(
+                        "unknown event type {kind:?}; known: {}",
+                        EVENT_TYPES.join(", ")
+                    ),
                 );
             }
         }
@@ -66,7 +69,10 @@ impl WebhooksApi {
 
     fn check_description(description: &str, field: &str, violations: &mut Violations) {
         if description.chars().count() > MAX_DESCRIPTION {
-            violations.add(field, format!("must have at most {MAX_DESCRIPTION} characters"));
+            violations.add(
+                field,
+                format!("must have at most {MAX_DESCRIPTION} characters"),
+            );
         }
     }
 
@@ -113,7 +119,10 @@ fn decode_token(kind: &str, token: &str, field: &str) -> Result<Option<i64>, Err
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| {
             let position = text.strip_prefix(kind)?.strip_prefix(':')?;
-            position.parse::<i64>().ok().filter(|p| p.to_string() == position)
+            position
+                .parse::<i64>()
+                .ok()
+                .filter(|p| p.to_string() == position)
         })
         .map(Some)
         .ok_or_else(|| Error::invalid(field, "is not a page token this list issued"))
@@ -222,7 +231,9 @@ impl pb::webhook_service_server::WebhookService for WebhooksApi {
         request: Request<pb::GetWebhookEndpointRequest>,
     ) -> Result<Response<pb::WebhookEndpoint>, Status> {
         let id = Self::endpoint_id(&request.get_ref().endpoint_id)?;
-        Ok(Response::new(endpoint_message(self.hooks.endpoint(&id).await?)))
+        Ok(Response::new(endpoint_message(
+            self.hooks.endpoint(&id).await?,
+        )))
     }
 
     async fn list_webhook_endpoints(

@@ -178,7 +178,12 @@ pub trait WebhookStore: Send + Sync + 'static {
     ) -> Result<Vec<DeliveryRow>, Error>;
 
     /// Sets the cursor (a replay), clearing failed attempts; the caller checked retention.
-    async fn set_cursor(&self, id: &str, cursor: u64, now: UnixMicros) -> Result<EndpointRow, Error>;
+    async fn set_cursor(
+        &self,
+        id: &str,
+        cursor: u64,
+        now: UnixMicros,
+    ) -> Result<EndpointRow, Error>;
 
     /// Moves the cursor from `expected` to `through` over events not delivered to this endpoint
     /// (filtered by type). `Ok(false)` when the cursor or the lease moved meanwhile.
@@ -196,8 +201,11 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// The enabled endpoints `owner` may deliver now: it takes those nobody holds (or whose
     /// lease expired) and renews its own, each for `lease`.
-    async fn claim_endpoints(&self, owner: &str, lease: Duration)
-    -> Result<Vec<EndpointRow>, Error>;
+    async fn claim_endpoints(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<EndpointRow>, Error>;
 }
 
 /// Event types a receiver can ask for.

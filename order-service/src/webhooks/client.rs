@@ -102,7 +102,9 @@ impl HttpTransport {
             Err(error @ super::connector::ConnectError::Refused { .. }) => {
                 return Outcome::Refused(error.to_string());
             }
-            Err(error) => return Outcome::Network(crate::error_chain::DisplayChain(&error).to_string()),
+            Err(error) => {
+                return Outcome::Network(crate::error_chain::DisplayChain(&error).to_string());
+            }
         };
         let authority = target
             .uri

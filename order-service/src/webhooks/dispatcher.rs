@@ -99,7 +99,11 @@ impl Dispatcher {
         let mut failing = false;
         loop {
             changes.borrow_and_update();
-            match self.hooks.claim_endpoints(&self.owner, self.settings.lease).await {
+            match self
+                .hooks
+                .claim_endpoints(&self.owner, self.settings.lease)
+                .await
+            {
                 Ok(endpoints) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("webhook endpoints can be claimed again");
@@ -227,7 +231,11 @@ impl Worker {
                     continue;
                 }
             }
-            if self.buffer.front().is_none_or(|e| e.sequence != endpoint.cursor + 1) {
+            if self
+                .buffer
+                .front()
+                .is_none_or(|e| e.sequence != endpoint.cursor + 1)
+            {
                 self.buffer.clear();
                 match self
                     .dispatcher
@@ -249,9 +257,10 @@ impl Worker {
                     }
                 }
                 if let Ok(bounds) = self.dispatcher.orders.log_bounds().await {
-                    self.dispatcher
-                        .metrics
-                        .record_webhook_lag(&self.id, bounds.latest.saturating_sub(endpoint.cursor));
+                    self.dispatcher.metrics.record_webhook_lag(
+                        &self.id,
+                        bounds.latest.saturating_sub(endpoint.cursor),
+                    );
                 }
             }
             let Some(first) = self.buffer.front() else {
@@ -352,10 +361,16 @@ impl Worker {
         };
         let attempt_time = UnixMicros::now();
         let started = Instant::now();
-        let outcome = dispatcher.transport.post(post).instrument(span.clone()).await;
+        let outcome = dispatcher
+            .transport
+            .post(post)
+            .instrument(span.clone())
+            .await;
         let latency = started.elapsed();
         span.record("outcome", outcome.label());
-        dispatcher.metrics.record_webhook_attempt(outcome.label(), latency);
+        dispatcher
+            .metrics
+            .record_webhook_attempt(outcome.label(), latency);
         let (http_status, error, retry_after) = match &outcome {
             Outcome::Response {
                 status,
@@ -415,9 +430,8 @@ impl Worker {
                 "webhook delivery attempt failed"
             );
         }
-        let next_attempt = wait.map(|wait| {
-            UnixMicros(attempt_time.0.saturating_add(wait.as_micros() as i64))
-        });
+        let next_attempt =
+            wait.map(|wait| UnixMicros(attempt_time.0.saturating_add(wait.as_micros() as i64)));
         let record = AttemptRecord {
             endpoint_id: endpoint.id.clone(),
             expected_cursor: endpoint.cursor,
@@ -435,7 +449,11 @@ impl Worker {
             },
             disable,
         };
-        match dispatcher.hooks.record_attempt(&dispatcher.owner, record).await {
+        match dispatcher
+            .hooks
+            .record_attempt(&dispatcher.owner, record)
+            .await
+        {
             Ok(true) => {
                 if delivered {
                     self.buffer.pop_front();
@@ -622,11 +640,17 @@ mod tests {
             times.push(at);
             ids.push(post.headers[0].1.clone());
         }
-        assert!(ids.iter().all(|id| *id == ids[0]), "one webhook-id: {ids:?}");
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "one webhook-id: {ids:?}"
+        );
         for (attempt, pair) in (1..).zip(times.windows(2)) {
             let waited = pair[1] - pair[0];
             let planned = schedule.wait_after(attempt, 0.0, None).unwrap();
-            assert!(waited >= planned, "attempt {attempt}: waited {waited:?} < {planned:?}");
+            assert!(
+                waited >= planned,
+                "attempt {attempt}: waited {waited:?} < {planned:?}"
+            );
             assert!(
                 waited <= planned.mul_f64(1.1) + SLACK,
                 "attempt {attempt}: waited {waited:?}, planned {planned:?}"
@@ -639,7 +663,11 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        assert!(disabled.disabled_reason.contains("failed 10 attempts"), "{}", disabled.disabled_reason);
+        assert!(
+            disabled.disabled_reason.contains("failed 10 attempts"),
+            "{}",
+            disabled.disabled_reason
+        );
         assert_eq!(disabled.cursor, 0, "the event stays replayable");
         let log = setup.store.deliveries("we_1", i64::MAX, 100).await.unwrap();
         assert_eq!(log.len(), 10);

@@ -21,7 +21,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -222,11 +224,9 @@ pub fn check_url(text: &str, allowed: &AllowedNetworks) -> Result<TargetUrl, Str
             Err(_) => !allowed.0.is_empty(),
         };
         if !inside {
-            return Err(
-                "must be https:// (http:// is only for hosts inside \
+            return Err("must be https:// (http:// is only for hosts inside \
                  ORDER_SERVICE_WEBHOOK_ALLOW_NETWORKS)"
-                    .into(),
-            );
+                .into());
         }
     }
     if let Ok(ip) = host.parse::<IpAddr>()
@@ -280,7 +280,12 @@ mod tests {
         ] {
             assert!(refused(ip), "{ip} must be refused");
         }
-        for ip in ["93.184.216.34", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!refused(ip), "{ip} is public");
         }
     }
@@ -289,12 +294,19 @@ mod tests {
     fn allowed_networks_open_their_ranges_only() {
         let allowed = AllowedNetworks::parse("127.0.0.0/8, fd00::/8").unwrap();
         assert!(allowed.refusal("127.0.0.1".parse().unwrap()).is_none());
-        assert!(allowed.refusal("::ffff:127.0.0.1".parse().unwrap()).is_none());
+        assert!(
+            allowed
+                .refusal("::ffff:127.0.0.1".parse().unwrap())
+                .is_none()
+        );
         assert!(allowed.refusal("fd12::1".parse().unwrap()).is_none());
         assert!(allowed.refusal("10.0.0.1".parse().unwrap()).is_some());
         assert!(AllowedNetworks::parse("10.0.0.0/33").is_err());
         assert!(AllowedNetworks::parse("nonsense").is_err());
-        assert_eq!(AllowedNetworks::parse("").unwrap(), AllowedNetworks::default());
+        assert_eq!(
+            AllowedNetworks::parse("").unwrap(),
+            AllowedNetworks::default()
+        );
     }
 
     #[test]
@@ -312,6 +324,9 @@ mod tests {
         assert!(check_url("/relative", &none).is_err());
         assert!(check_url("https://[::1]/", &none).is_err());
         let target = check_url("https://example.com/x", &none).unwrap();
-        assert_eq!((target.host.as_str(), target.port, target.tls), ("example.com", 443, true));
+        assert_eq!(
+            (target.host.as_str(), target.port, target.tls),
+            ("example.com", 443, true)
+        );
     }
 }

@@ -45,7 +45,9 @@ impl RetrySchedule {
     /// Parses a comma-separated list of durations (`5s,5m,30m`).
     pub fn parse(text: &str) -> Result<Self, String> {
         text.split(',')
-            .map(|part| humantime::parse_duration(part.trim()).map_err(|e| format!("{part:?}: {e}")))
+            .map(|part| {
+                humantime::parse_duration(part.trim()).map_err(|e| format!("{part:?}: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(RetrySchedule)
     }
@@ -77,10 +79,19 @@ mod tests {
     fn the_default_schedule_is_standard_webhooks() {
         let schedule = RetrySchedule::default();
         assert_eq!(schedule.attempts(), 10);
-        assert_eq!(schedule.wait_after(1, 0.0, None), Some(Duration::from_secs(5)));
-        assert_eq!(schedule.wait_after(9, 0.0, None), Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            schedule.wait_after(1, 0.0, None),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            schedule.wait_after(9, 0.0, None),
+            Some(Duration::from_secs(24 * 3600))
+        );
         assert_eq!(schedule.wait_after(10, 0.0, None), None);
-        assert_eq!(schedule.wait_after(1, 0.99, None).unwrap().as_millis(), 5495);
+        assert_eq!(
+            schedule.wait_after(1, 0.99, None).unwrap().as_millis(),
+            5495
+        );
         assert_eq!(
             schedule.wait_after(1, 0.0, Some(Duration::from_secs(60))),
             Some(Duration::from_secs(60))

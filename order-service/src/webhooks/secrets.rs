@@ -63,7 +63,8 @@ impl SecretBox {
             path: path.display().to_string(),
             problem,
         };
-        let raw = std::fs::read(path).map_err(|error| problem(format!("cannot read it: {error}")))?;
+        let raw =
+            std::fs::read(path).map_err(|error| problem(format!("cannot read it: {error}")))?;
         let text = String::from_utf8_lossy(&raw);
         let text = text.trim();
         let key = if raw.len() == 32 {
@@ -77,12 +78,8 @@ impl SecretBox {
                 "must hold 32 bytes: raw, as 64 hex digits, or base64".into(),
             ));
         };
-        let key = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| {
-            problem(format!(
-                "must hold 32 bytes (AES-256), found {}",
-                key.len()
-            ))
-        })?;
+        let key = UnboundKey::new(&AES_256_GCM, &key)
+            .map_err(|_| problem(format!("must hold 32 bytes (AES-256), found {}", key.len())))?;
         Ok(SecretBox {
             key: Some(Arc::new(LessSafeKey::new(key))),
         })
@@ -123,9 +120,7 @@ impl SecretBox {
                 .key
                 .as_ref()
                 .ok_or_else(|| fail("it is encrypted and no key file is configured"))?;
-            let mut bytes = STANDARD
-                .decode(sealed)
-                .map_err(|_| fail("not base64"))?;
+            let mut bytes = STANDARD.decode(sealed).map_err(|_| fail("not base64"))?;
             if bytes.len() < NONCE_LEN {
                 return Err(fail("too short"));
             }
@@ -156,11 +151,17 @@ mod tests {
         let stored = sealed_box.seal("we_1", &secret);
         assert!(stored.starts_with(SEALED));
         assert!(!stored.contains(&secret.to_string()));
-        assert_eq!(sealed_box.open("we_1", &stored).unwrap().to_string(), secret.to_string());
+        assert_eq!(
+            sealed_box.open("we_1", &stored).unwrap().to_string(),
+            secret.to_string()
+        );
         assert!(sealed_box.open("we_2", &stored).is_err());
         assert!(SecretBox::plain().open("we_1", &stored).is_err());
         let plain = SecretBox::plain().seal("we_1", &secret);
-        assert_eq!(sealed_box.open("we_1", &plain).unwrap().to_string(), secret.to_string());
+        assert_eq!(
+            sealed_box.open("we_1", &plain).unwrap().to_string(),
+            secret.to_string()
+        );
         std::fs::write(&path, "short").unwrap();
         assert!(SecretBox::from_key_file(&path).is_err());
     }

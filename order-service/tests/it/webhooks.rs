@@ -79,46 +79,48 @@ impl Receiver {
                 let sender = sender.clone();
                 let answers = Arc::clone(&answers);
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                        let sender = sender.clone();
-                        let answers = Arc::clone(&answers);
-                        async move {
-                            let header = |name: &str| {
-                                request
-                                    .headers()
-                                    .get(name)
-                                    .map(|v| v.to_str().unwrap().to_owned())
-                                    .unwrap_or_default()
-                            };
-                            let (id, timestamp, signature) = (
-                                header("webhook-id"),
-                                header("webhook-timestamp"),
-                                header("webhook-signature"),
-                            );
-                            let body = request.into_body().collect().await?.to_bytes().to_vec();
-                            let _ = sender.send(Received {
-                                id,
-                                timestamp,
-                                signature,
-                                body,
-                            });
-                            let answer = answers
-                                .lock()
-                                .unwrap()
-                                .pop_front()
-                                .unwrap_or(Answer::Status(200));
-                            let status = match answer {
-                                Answer::Status(status) => status,
-                                Answer::Hang => std::future::pending().await,
-                            };
-                            Ok::<_, hyper::Error>(
-                                http::Response::builder()
-                                    .status(status)
-                                    .body(Full::new(Bytes::from_static(b"ok")))
-                                    .unwrap(),
-                            )
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let sender = sender.clone();
+                            let answers = Arc::clone(&answers);
+                            async move {
+                                let header = |name: &str| {
+                                    request
+                                        .headers()
+                                        .get(name)
+                                        .map(|v| v.to_str().unwrap().to_owned())
+                                        .unwrap_or_default()
+                                };
+                                let (id, timestamp, signature) = (
+                                    header("webhook-id"),
+                                    header("webhook-timestamp"),
+                                    header("webhook-signature"),
+                                );
+                                let body = request.into_body().collect().await?.to_bytes().to_vec();
+                                let _ = sender.send(Received {
+                                    id,
+                                    timestamp,
+                                    signature,
+                                    body,
+                                });
+                                let answer = answers
+                                    .lock()
+                                    .unwrap()
+                                    .pop_front()
+                                    .unwrap_or(Answer::Status(200));
+                                let status = match answer {
+                                    Answer::Status(status) => status,
+                                    Answer::Hang => std::future::pending().await,
+                                };
+                                Ok::<_, hyper::Error>(
+                                    http::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::from_static(b"ok")))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -179,7 +181,10 @@ async fn endpoint(client: &mut WebhookServiceClient<Channel>, id: &str) -> pb::W
         .into_inner()
 }
 
-async fn deliveries(client: &mut WebhookServiceClient<Channel>, id: &str) -> Vec<pb::WebhookDelivery> {
+async fn deliveries(
+    client: &mut WebhookServiceClient<Channel>,
+    id: &str,
+) -> Vec<pb::WebhookDelivery> {
     client
         .list_webhook_deliveries(authed(
             pb::ListWebhookDeliveriesRequest {
@@ -245,12 +250,22 @@ async fn deliveries_are_signed_in_order_and_acknowledged_in_the_log() {
             format!("evt_{}_{}", created.endpoint_id, received.sequence())
         );
         let age = order_status_webhooks::unix_now() - received.timestamp.parse::<i64>().unwrap();
-        assert!(age.abs() < 300, "timestamp {} is not now", received.timestamp);
+        assert!(
+            age.abs() < 300,
+            "timestamp {} is not now",
+            received.timestamp
+        );
     }
     assert_eq!(first.json()["type"], "order.created");
     assert_eq!(second.json()["type"], "order.status_changed");
-    assert_eq!(first.json()["data"]["order"]["orderId"], order.order_id.as_str());
-    assert_eq!(second.json()["data"]["order"]["status"], "ORDER_STATUS_PAID");
+    assert_eq!(
+        first.json()["data"]["order"]["orderId"],
+        order.order_id.as_str()
+    );
+    assert_eq!(
+        second.json()["data"]["order"]["status"],
+        "ORDER_STATUS_PAID"
+    );
     assert!(first.json()["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(first.sequence() < second.sequence());
 
@@ -267,7 +282,10 @@ async fn deliveries_are_signed_in_order_and_acknowledged_in_the_log() {
     assert!(endpoint.enabled);
     let log = deliveries(&mut client, &created.endpoint_id).await;
     assert_eq!(log.len(), 2);
-    assert!(log.iter().all(|d| d.delivered && d.http_status == 200 && d.attempt == 1));
+    assert!(
+        log.iter()
+            .all(|d| d.delivered && d.http_status == 200 && d.attempt == 1)
+    );
     assert_eq!(log[0].sequence, through, "newest first");
 }
 
@@ -320,7 +338,10 @@ async fn webhook_calls_need_the_webhooks_admin_scope_and_valid_fields() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.endpoint.as_ref().unwrap().endpoint_id, again.endpoint.unwrap().endpoint_id);
+    assert_eq!(
+        first.endpoint.as_ref().unwrap().endpoint_id,
+        again.endpoint.unwrap().endpoint_id
+    );
     assert_eq!(first.secret, again.secret);
     let reused = client
         .create_webhook_endpoint(authed(
@@ -386,13 +407,18 @@ async fn webhook_calls_need_the_webhooks_admin_scope_and_valid_fields() {
     assert!(rest.next_page_token.is_empty());
     client
         .delete_webhook_endpoint(authed(
-            pb::DeleteWebhookEndpointRequest { endpoint_id: id.clone() },
+            pb::DeleteWebhookEndpointRequest {
+                endpoint_id: id.clone(),
+            },
             HOOK_ADMIN,
         ))
         .await
         .unwrap();
     let gone = client
-        .get_webhook_endpoint(authed(pb::GetWebhookEndpointRequest { endpoint_id: id }, HOOK_ADMIN))
+        .get_webhook_endpoint(authed(
+            pb::GetWebhookEndpointRequest { endpoint_id: id },
+            HOOK_ADMIN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
@@ -423,7 +449,11 @@ async fn a_receiver_failing_three_times_gets_the_event_again_with_the_same_id() 
         receiver.next().await,
         receiver.next().await,
     ];
-    assert!(attempts.iter().all(|a| a.id == attempts[0].id && a.body == attempts[0].body));
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.id == attempts[0].id && a.body == attempts[0].body)
+    );
     // The next request is the next event, not a fifth copy of the first.
     support::create(&mut orders, "c-2").await;
     let next = receiver.next().await;
@@ -436,10 +466,16 @@ async fn a_receiver_failing_three_times_gets_the_event_again_with_the_same_id() 
         .collect();
     assert_eq!(first_event.len(), 4);
     assert_eq!(
-        first_event.iter().map(|d| d.http_status).collect::<Vec<_>>(),
+        first_event
+            .iter()
+            .map(|d| d.http_status)
+            .collect::<Vec<_>>(),
         vec![200, 429, 503, 500]
     );
-    assert_eq!(first_event.iter().map(|d| d.attempt).collect::<Vec<_>>(), vec![4, 3, 2, 1]);
+    assert_eq!(
+        first_event.iter().map(|d| d.attempt).collect::<Vec<_>>(),
+        vec![4, 3, 2, 1]
+    );
     assert!(first_event[1].next_attempt_time.is_some() && !first_event[1].delivered);
 }
 
@@ -461,7 +497,11 @@ async fn gone_disables_and_reenabling_delivers_what_was_missed_in_order() {
         }
     })
     .await;
-    assert!(disabled.disabled_reason.contains("410"), "{}", disabled.disabled_reason);
+    assert!(
+        disabled.disabled_reason.contains("410"),
+        "{}",
+        disabled.disabled_reason
+    );
     // Events while disabled wait.
     support::create(&mut orders, "c-2").await;
     support::create(&mut orders, "c-3").await;
@@ -479,7 +519,10 @@ async fn gone_disables_and_reenabling_delivers_what_was_missed_in_order() {
         .into_inner();
     assert!(enabled.enabled && enabled.disabled_reason.is_empty());
     let again = receiver.next().await;
-    assert_eq!(again.id, refused.id, "resumes from the cursor: the refused event first");
+    assert_eq!(
+        again.id, refused.id,
+        "resumes from the cursor: the refused event first"
+    );
     let second = receiver.next().await;
     let third = receiver.next().await;
     assert_eq!(second.sequence(), again.sequence() + 1);
@@ -491,7 +534,8 @@ async fn replay_redelivers_from_a_retained_sequence_and_refuses_others() {
     let server = TestServer::start_with(&ALLOW_LOOPBACK).await;
     let mut receiver = Receiver::start(&[]).await;
     let mut client = hooks(server.addr).await;
-    let (created, _secret) = create_endpoint(&mut client, &receiver.url(), &["order.created"]).await;
+    let (created, _secret) =
+        create_endpoint(&mut client, &receiver.url(), &["order.created"]).await;
     let mut orders = server.client().await;
     let order = support::create(&mut orders, "c-1").await;
     // Not wanted by type: skipped, the cursor moves over it.
@@ -551,7 +595,11 @@ async fn ordering_per_endpoint_holds_under_concurrent_writers() {
     let mut last = 0;
     for _ in 0..40 {
         let received = receiver.next().await;
-        assert!(received.sequence() > last, "{} after {last}", received.sequence());
+        assert!(
+            received.sequence() > last,
+            "{} after {last}",
+            received.sequence()
+        );
         last = received.sequence();
     }
 }
@@ -598,8 +646,15 @@ async fn internal_targets_are_refused_without_the_allowlist() {
     })
     .await;
     assert!(!attempt.delivered);
-    assert!(attempt.error.contains("refused") && attempt.error.contains("loopback"), "{}", attempt.error);
-    assert!(receiver.got.try_recv().is_err(), "nothing reached the receiver");
+    assert!(
+        attempt.error.contains("refused") && attempt.error.contains("loopback"),
+        "{}",
+        attempt.error
+    );
+    assert!(
+        receiver.got.try_recv().is_err(),
+        "nothing reached the receiver"
+    );
 }
 
 #[tokio::test]
@@ -633,7 +688,10 @@ async fn a_hanging_receiver_is_cut_at_the_attempt_timeout() {
     assert!(log[0].delivered);
     assert!(log[1].error.contains("attempt timeout"), "{}", log[1].error);
     let latency = log[1].latency.unwrap();
-    assert!(latency.seconds == 0 && latency.nanos >= 300_000_000, "{latency:?}");
+    assert!(
+        latency.seconds == 0 && latency.nanos >= 300_000_000,
+        "{latency:?}"
+    );
 }
 
 #[tokio::test]
@@ -664,4 +722,56 @@ async fn killing_the_service_mid_delivery_loses_nothing() {
     })
     .await;
     let _ = &mut client;
+}
+
+#[tokio::test]
+async fn two_replicas_on_postgresql_deliver_each_event_once_in_order() {
+    let database = crate::postgres::TestDatabase::create().await;
+    let flags = [
+        ALLOW_LOOPBACK[0],
+        ALLOW_LOOPBACK[1],
+        "--webhook-lease",
+        "2s",
+    ];
+    let first = TestServer::start_on_database(&database.url(), &flags).await;
+    let second = TestServer::start_on_database(&database.url(), &flags).await;
+    let mut receiver = Receiver::start(&[]).await;
+    let mut client = hooks(first.addr).await;
+    let (created, _secret) = create_endpoint(&mut client, &receiver.url(), &[]).await;
+    let mut writers = Vec::new();
+    for server in [&first, &second] {
+        let mut orders = server.client().await;
+        writers.push(tokio::spawn(async move {
+            for n in 0..10 {
+                support::create(&mut orders, &format!("c-{n}")).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut last = 0;
+    for _ in 0..20 {
+        let received = receiver.next().await;
+        assert!(
+            received.sequence() > last,
+            "{} after {last}",
+            received.sequence()
+        );
+        last = received.sequence();
+    }
+    // Once each: the next request is the next event, no copy of an earlier one.
+    let mut orders = second.client().await;
+    support::create(&mut orders, "c-last").await;
+    let next = receiver.next().await;
+    assert_eq!(next.sequence(), last + 1);
+    let log = deliveries(&mut client, &created.endpoint_id).await;
+    assert_eq!(log.len(), 21);
+    assert!(log.iter().all(|d| d.delivered && d.attempt == 1));
+    // The replica that stops lets the other take its endpoints over once the lease expires.
+    first.stop().await;
+    support::create(&mut orders, "c-after").await;
+    assert_eq!(receiver.next().await.sequence(), last + 2);
+    second.stop().await;
+    database.remove().await;
 }

@@ -42,7 +42,10 @@ fn endpoint_from_row(row: &Row) -> Result<EndpointRow, Error> {
         secret: row.try_get(9).map_err(get)?,
         previous_secret: previous.zip(previous_until.map(UnixMicros)),
         failed_attempts: row.try_get::<_, i32>(12).map_err(get)?.max(0) as u32,
-        next_attempt: row.try_get::<_, Option<i64>>(13).map_err(get)?.map(UnixMicros),
+        next_attempt: row
+            .try_get::<_, Option<i64>>(13)
+            .map_err(get)?
+            .map(UnixMicros),
         seq: row.try_get(14).map_err(get)?,
     })
 }
@@ -58,7 +61,10 @@ fn delivery_from_row(row: &Row) -> Result<DeliveryRow, Error> {
         http_status: row.try_get(5).map_err(get)?,
         error: row.try_get(6).map_err(get)?,
         latency: Duration::from_micros(row.try_get::<_, i64>(7).map_err(get)?.max(0) as u64),
-        next_attempt: row.try_get::<_, Option<i64>>(8).map_err(get)?.map(UnixMicros),
+        next_attempt: row
+            .try_get::<_, Option<i64>>(8)
+            .map_err(get)?
+            .map(UnixMicros),
         delivered: row.try_get(9).map_err(get)?,
     })
 }
@@ -272,7 +278,12 @@ impl WebhookStore for PostgresStore {
         .collect()
     }
 
-    async fn set_cursor(&self, id: &str, cursor: u64, now: UnixMicros) -> Result<EndpointRow, Error> {
+    async fn set_cursor(
+        &self,
+        id: &str,
+        cursor: u64,
+        now: UnixMicros,
+    ) -> Result<EndpointRow, Error> {
         let rows = query(
             &self.pool,
             &format!(

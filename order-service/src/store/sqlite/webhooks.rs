@@ -71,7 +71,11 @@ fn find(conn: &Connection, id: &str) -> Result<Option<EndpointRow>, Error> {
     conn.prepare_cached(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE endpoint_id = ?1"
     ))
-    .and_then(|mut statement| statement.query_row(params![id], endpoint_from_row).optional())
+    .and_then(|mut statement| {
+        statement
+            .query_row(params![id], endpoint_from_row)
+            .optional()
+    })
     .map_err(into_error)?
     .map(finish)
     .transpose()
@@ -298,7 +302,12 @@ impl WebhookStore for SqliteStore {
             .await
     }
 
-    async fn set_cursor(&self, id: &str, cursor: u64, now: UnixMicros) -> Result<EndpointRow, Error> {
+    async fn set_cursor(
+        &self,
+        id: &str,
+        cursor: u64,
+        now: UnixMicros,
+    ) -> Result<EndpointRow, Error> {
         let id = id.to_owned();
         self.in_writer(move |tx| {
             let updated = tx
