@@ -557,7 +557,7 @@ async fn replicas_starting_at_once_migrate_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     assert_eq!(stores[3].log_bounds().await.unwrap().latest, 4);
     drop(stores);
     db.remove().await;
