@@ -775,3 +775,94 @@ async fn two_replicas_on_postgresql_deliver_each_event_once_in_order() {
     second.stop().await;
     database.remove().await;
 }
+
+#[tokio::test]
+async fn attempts_latency_and_lag_are_on_metrics() {
+    let server = TestServer::start_with(&[
+        ALLOW_LOOPBACK[0],
+        ALLOW_LOOPBACK[1],
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--webhook-retry-schedule",
+        "10ms",
+    ])
+    .await;
+    let mut receiver = Receiver::start(&[Answer::Status(502)]).await;
+    let mut client = hooks(server.addr).await;
+    let (created, _secret) = create_endpoint(&mut client, &receiver.url(), &[]).await;
+    let mut orders = server.client().await;
+    support::create(&mut orders, "c-1").await;
+    receiver.next().await;
+    receiver.next().await;
+    let metrics = server.metrics_addr.unwrap();
+    let scrape = eventually(|| async move {
+        let scrape = crate::metrics::scrape(metrics).await;
+        let delivered = crate::metrics::value(
+            &scrape,
+            "orders_webhook_attempts_total",
+            &[("outcome", "delivered")],
+        );
+        (delivered >= 1.0).then_some(scrape)
+    })
+    .await;
+    let value = |name, labels: &[(&str, &str)]| crate::metrics::value(&scrape, name, labels);
+    assert_eq!(
+        value(
+            "orders_webhook_attempts_total",
+            &[("outcome", "http_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "orders_webhook_delivery_duration_seconds",
+            &[("outcome", "delivered")]
+        ),
+        1.0
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "orders_webhook_lag"
+                && s.labels.get("endpoint") == Some(created.endpoint_id.as_str())),
+        "no lag gauge for the endpoint"
+    );
+}
+
+#[tokio::test]
+async fn each_event_keeps_the_trace_context_of_its_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let mut orders = support::client(process.addr).await;
+    let mut request = authed(support::new_order("c-1", "traced-1"), WRITER);
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    orders.create_order(request).await.unwrap();
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("orders.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let stored: Option<String> = db
+        .query_row(
+            "SELECT trace_parent FROM order_events ORDER BY sequence DESC LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let stored = stored.expect("the event has a traceparent");
+    // The write's own span, in the caller's trace.
+    assert!(
+        stored.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{stored}"
+    );
+    assert!(
+        !stored.contains("00f067aa0ba902b7"),
+        "{stored}: the server span, not the caller's"
+    );
+}
