@@ -866,3 +866,63 @@ async fn each_event_keeps_the_trace_context_of_its_write() {
         "{stored}: the server span, not the caller's"
     );
 }
+
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_both_sign_after_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("webhook-secrets.key");
+    std::fs::write(&key, hex::encode([42u8; 32])).unwrap();
+    let key = key.display().to_string();
+    let server = TestServer::start_in(
+        dir,
+        &[
+            ALLOW_LOOPBACK[0],
+            ALLOW_LOOPBACK[1],
+            "--webhook-secrets-key-file",
+            &key,
+        ],
+    )
+    .await;
+    let mut receiver = Receiver::start(&[]).await;
+    let mut client = hooks(server.addr).await;
+    let (created, old_secret) = create_endpoint(&mut client, &receiver.url(), &[]).await;
+    let new_secret = client
+        .rotate_webhook_secret(authed(
+            pb::RotateWebhookSecretRequest {
+                endpoint_id: created.endpoint_id.clone(),
+            },
+            HOOK_ADMIN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let db = rusqlite::Connection::open_with_flags(
+        server.db_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let (secret, previous): (String, String) = db
+        .query_row(
+            "SELECT secret, previous_secret FROM webhook_endpoints",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    for stored in [&secret, &previous] {
+        assert!(stored.starts_with("aes256gcm:"), "{stored}");
+        assert!(!stored.contains(&old_secret[6..]) && !stored.contains(&new_secret[6..]));
+    }
+    let mut orders = server.client().await;
+    support::create(&mut orders, "c-1").await;
+    let received = receiver.next().await;
+    let signatures: Vec<&str> = received.signature.split(' ').collect();
+    assert_eq!(signatures.len(), 2, "{}", received.signature);
+    for secret in [&new_secret, &old_secret] {
+        let expected = independent_signature(secret, &received);
+        assert!(
+            signatures.contains(&expected.as_str()),
+            "{secret} did not sign"
+        );
+    }
+}
