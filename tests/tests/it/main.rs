@@ -10,3 +10,4 @@ mod telemetry_metrics;
 mod telemetry_support;
 mod telemetry_traces;
 mod tls;
+mod webhook_traces;
