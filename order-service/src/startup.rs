@@ -180,6 +180,7 @@ impl Application {
                 schedule: settings.webhooks.schedule.clone(),
                 lease: settings.webhooks.lease,
                 secrets: settings.webhooks.secrets.clone(),
+                poll: crate::webhooks::dispatcher::POLL,
             },
             observability.metrics.clone(),
         );

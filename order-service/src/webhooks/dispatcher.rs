@@ -32,8 +32,8 @@ use tracing::Instrument;
 /// Events read from the log per query.
 const PAGE: usize = 128;
 /// How often the supervisor claims endpoints and a waiting worker looks again without being
-/// woken (another replica's change, a lost wake-up).
-const POLL: Duration = Duration::from_secs(1);
+/// woken (another replica's change, a lost wake-up), unless set otherwise.
+pub const POLL: Duration = Duration::from_secs(1);
 /// How long a worker waits after a store failure before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -48,6 +48,8 @@ pub struct DeliverySettings {
     pub lease: Duration,
     /// Seals and opens secrets.
     pub secrets: SecretBox,
+    /// How often endpoints are claimed (and the lease renewed) and idle workers look again.
+    pub poll: Duration,
 }
 
 /// Runs the deliveries of one replica.
@@ -143,7 +145,7 @@ impl Dispatcher {
             }
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(self.settings.poll) => {}
                 _ = changes.changed() => {}
             }
         }
@@ -301,11 +303,11 @@ impl Worker {
         tokio::select! {
             received = self.live.recv() => {
                 if let Err(broadcast::error::RecvError::Closed) = received {
-                    tokio::time::sleep(POLL).await;
+                    tokio::time::sleep(self.dispatcher.settings.poll).await;
                 }
             }
             _ = self.changes.changed() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(self.dispatcher.settings.poll) => {}
         }
     }
 
@@ -495,4 +497,196 @@ fn signing_secrets(
         signing.push(secrets.open(&endpoint.id, previous)?);
     }
     Ok(signing)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The retry schedule on paused time: a real SQLite store, a transport that answers from a
+    //! script and notes when each attempt was made on the runtime's (virtual) clock.
+
+    use super::*;
+    use crate::domain::{
+        Change, CreateOrder, NewOrder, OrderId, Principal, RawLineItem, Violations, Write,
+    };
+    use crate::store::webhooks::NewEndpoint;
+    use crate::store::{Retention, SqliteStore, StoreOptions};
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+
+    struct Scripted {
+        answers: Mutex<VecDeque<Outcome>>,
+        made: mpsc::UnboundedSender<(Instant, Post)>,
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Scripted {
+        async fn post(&self, post: Post) -> Outcome {
+            let _ = self.made.send((Instant::now(), post));
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Outcome::Response {
+                    status: 200,
+                    retry_after: None,
+                })
+        }
+    }
+
+    struct Setup {
+        store: Arc<SqliteStore>,
+        attempts: mpsc::UnboundedReceiver<(Instant, Post)>,
+        stop: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup(answers: Vec<Outcome>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            retention: Retention {
+                events: Duration::from_secs(7 * 24 * 3600),
+                idempotency_keys: Duration::from_secs(48 * 3600),
+            },
+            live_buffer: 1024,
+        };
+        let store = Arc::new(SqliteStore::open(&dir.path().join("orders.db"), options).unwrap());
+        let secrets = SecretBox::plain();
+        store
+            .create_endpoint(
+                None,
+                NewEndpoint {
+                    id: "we_1".into(),
+                    url: "https://receiver.example/hook".into(),
+                    event_types: vec![],
+                    description: String::new(),
+                    secret: secrets.seal("we_1", &Secret::generate()),
+                    cursor: 0,
+                    now: UnixMicros::now(),
+                },
+            )
+            .await
+            .unwrap();
+        let item = RawLineItem {
+            sku: "A-1",
+            quantity: 1,
+            unit_price_cents: 100,
+        };
+        let order =
+            NewOrder::parse("c-1", [item].into_iter(), "EUR", &mut Violations::default()).unwrap();
+        store
+            .write(
+                Write {
+                    principal: Principal::new("p"),
+                    request_id: None,
+                    change: Change::Create(CreateOrder {
+                        order_id: OrderId::generate(),
+                        order,
+                    }),
+                    now: UnixMicros::now(),
+                    trace_parent: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let (made, attempts) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::new(
+            Arc::clone(&store) as Arc<dyn OrderStore>,
+            Arc::clone(&store) as Arc<dyn WebhookStore>,
+            Arc::new(Scripted {
+                answers: Mutex::new(answers.into()),
+                made,
+            }),
+            DeliverySettings {
+                attempt_timeout: Duration::from_secs(10),
+                schedule: RetrySchedule::default(),
+                lease: Duration::from_secs(15),
+                secrets,
+                // Nothing changes behind the dispatcher's back here: no need to poll often on a
+                // clock that covers days.
+                poll: Duration::from_secs(600),
+            },
+            Metrics::global(),
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(dispatcher.run(stop.clone()));
+        Setup {
+            store,
+            attempts,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    fn failure() -> Outcome {
+        Outcome::Response {
+            status: 500,
+            retry_after: None,
+        }
+    }
+
+    /// Slack on top of a wait: the paused clock may jump to the supervisor's next one-second
+    /// poll while the store works on something not run as blocking work.
+    const SLACK: Duration = Duration::from_secs(3);
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_attempts_follow_the_schedule_then_disable_the_endpoint() {
+        let schedule = RetrySchedule::default();
+        let mut setup = setup((0..schedule.attempts()).map(|_| failure()).collect()).await;
+        let mut times = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..schedule.attempts() {
+            let (at, post) = setup.attempts.recv().await.unwrap();
+            times.push(at);
+            ids.push(post.headers[0].1.clone());
+        }
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "one webhook-id: {ids:?}"
+        );
+        for (attempt, pair) in (1..).zip(times.windows(2)) {
+            let waited = pair[1] - pair[0];
+            let planned = schedule.wait_after(attempt, 0.0, None).unwrap();
+            assert!(
+                waited >= planned,
+                "attempt {attempt}: waited {waited:?} < {planned:?}"
+            );
+            assert!(
+                waited <= planned.mul_f64(1.1) + SLACK,
+                "attempt {attempt}: waited {waited:?}, planned {planned:?}"
+            );
+        }
+        let disabled = loop {
+            let endpoint = setup.store.endpoint("we_1").await.unwrap();
+            if !endpoint.enabled {
+                break endpoint;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            disabled.disabled_reason.contains("failed 10 attempts"),
+            "{}",
+            disabled.disabled_reason
+        );
+        assert_eq!(disabled.cursor, 0, "the event stays replayable");
+        let log = setup.store.deliveries("we_1", i64::MAX, 100).await.unwrap();
+        assert_eq!(log.len(), 10);
+        assert!(log[0].next_attempt.is_none() && log[1].next_attempt.is_some());
+        setup.stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let mut setup = setup(vec![Outcome::Response {
+            status: 429,
+            retry_after: Some(Duration::from_secs(3600)),
+        }])
+        .await;
+        let (first, _) = setup.attempts.recv().await.unwrap();
+        let (second, _) = setup.attempts.recv().await.unwrap();
+        let waited = second - first;
+        assert!(waited >= Duration::from_secs(3600), "{waited:?}");
+        assert!(waited <= Duration::from_secs(3600) + SLACK, "{waited:?}");
+        setup.stop.cancel();
+    }
 }

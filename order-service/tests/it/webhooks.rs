@@ -723,3 +723,206 @@ async fn killing_the_service_mid_delivery_loses_nothing() {
     .await;
     let _ = &mut client;
 }
+
+#[tokio::test]
+async fn two_replicas_on_postgresql_deliver_each_event_once_in_order() {
+    let database = crate::postgres::TestDatabase::create().await;
+    let flags = [
+        ALLOW_LOOPBACK[0],
+        ALLOW_LOOPBACK[1],
+        "--webhook-lease",
+        "2s",
+    ];
+    let first = TestServer::start_on_database(&database.url(), &flags).await;
+    let second = TestServer::start_on_database(&database.url(), &flags).await;
+    let mut receiver = Receiver::start(&[]).await;
+    let mut client = hooks(first.addr).await;
+    let (created, _secret) = create_endpoint(&mut client, &receiver.url(), &[]).await;
+    let mut writers = Vec::new();
+    for server in [&first, &second] {
+        let mut orders = server.client().await;
+        writers.push(tokio::spawn(async move {
+            for n in 0..10 {
+                support::create(&mut orders, &format!("c-{n}")).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut last = 0;
+    for _ in 0..20 {
+        let received = receiver.next().await;
+        assert!(
+            received.sequence() > last,
+            "{} after {last}",
+            received.sequence()
+        );
+        last = received.sequence();
+    }
+    // Once each: the next request is the next event, no copy of an earlier one.
+    let mut orders = second.client().await;
+    support::create(&mut orders, "c-last").await;
+    let next = receiver.next().await;
+    assert_eq!(next.sequence(), last + 1);
+    let log = deliveries(&mut client, &created.endpoint_id).await;
+    assert_eq!(log.len(), 21);
+    assert!(log.iter().all(|d| d.delivered && d.attempt == 1));
+    // The replica that stops lets the other take its endpoints over once the lease expires.
+    first.stop().await;
+    support::create(&mut orders, "c-after").await;
+    assert_eq!(receiver.next().await.sequence(), last + 2);
+    second.stop().await;
+    database.remove().await;
+}
+
+#[tokio::test]
+async fn attempts_latency_and_lag_are_on_metrics() {
+    let server = TestServer::start_with(&[
+        ALLOW_LOOPBACK[0],
+        ALLOW_LOOPBACK[1],
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--webhook-retry-schedule",
+        "10ms",
+    ])
+    .await;
+    let mut receiver = Receiver::start(&[Answer::Status(502)]).await;
+    let mut client = hooks(server.addr).await;
+    let (created, _secret) = create_endpoint(&mut client, &receiver.url(), &[]).await;
+    let mut orders = server.client().await;
+    support::create(&mut orders, "c-1").await;
+    receiver.next().await;
+    receiver.next().await;
+    let metrics = server.metrics_addr.unwrap();
+    let scrape = eventually(|| async move {
+        let scrape = crate::metrics::scrape(metrics).await;
+        let delivered = crate::metrics::value(
+            &scrape,
+            "orders_webhook_attempts_total",
+            &[("outcome", "delivered")],
+        );
+        (delivered >= 1.0).then_some(scrape)
+    })
+    .await;
+    let value = |name, labels: &[(&str, &str)]| crate::metrics::value(&scrape, name, labels);
+    assert_eq!(
+        value(
+            "orders_webhook_attempts_total",
+            &[("outcome", "http_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "orders_webhook_delivery_duration_seconds",
+            &[("outcome", "delivered")]
+        ),
+        1.0
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "orders_webhook_lag"
+                && s.labels.get("endpoint") == Some(created.endpoint_id.as_str())),
+        "no lag gauge for the endpoint"
+    );
+}
+
+#[tokio::test]
+async fn each_event_keeps_the_trace_context_of_its_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let mut orders = support::client(process.addr).await;
+    let mut request = authed(support::new_order("c-1", "traced-1"), WRITER);
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    orders.create_order(request).await.unwrap();
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("orders.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let stored: Option<String> = db
+        .query_row(
+            "SELECT trace_parent FROM order_events ORDER BY sequence DESC LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let stored = stored.expect("the event has a traceparent");
+    // The write's own span, in the caller's trace.
+    assert!(
+        stored.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{stored}"
+    );
+    assert!(
+        !stored.contains("00f067aa0ba902b7"),
+        "{stored}: the server span, not the caller's"
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_both_sign_after_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("webhook-secrets.key");
+    std::fs::write(&key, hex::encode([42u8; 32])).unwrap();
+    let key = key.display().to_string();
+    let server = TestServer::start_in(
+        dir,
+        &[
+            ALLOW_LOOPBACK[0],
+            ALLOW_LOOPBACK[1],
+            "--webhook-secrets-key-file",
+            &key,
+        ],
+    )
+    .await;
+    let mut receiver = Receiver::start(&[]).await;
+    let mut client = hooks(server.addr).await;
+    let (created, old_secret) = create_endpoint(&mut client, &receiver.url(), &[]).await;
+    let new_secret = client
+        .rotate_webhook_secret(authed(
+            pb::RotateWebhookSecretRequest {
+                endpoint_id: created.endpoint_id.clone(),
+            },
+            HOOK_ADMIN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let db = rusqlite::Connection::open_with_flags(
+        server.db_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let (secret, previous): (String, String) = db
+        .query_row(
+            "SELECT secret, previous_secret FROM webhook_endpoints",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    for stored in [&secret, &previous] {
+        assert!(stored.starts_with("aes256gcm:"), "{stored}");
+        assert!(!stored.contains(&old_secret[6..]) && !stored.contains(&new_secret[6..]));
+    }
+    let mut orders = server.client().await;
+    support::create(&mut orders, "c-1").await;
+    let received = receiver.next().await;
+    let signatures: Vec<&str> = received.signature.split(' ').collect();
+    assert_eq!(signatures.len(), 2, "{}", received.signature);
+    for secret in [&new_secret, &old_secret] {
+        let expected = independent_signature(secret, &received);
+        assert!(
+            signatures.contains(&expected.as_str()),
+            "{secret} did not sign"
+        );
+    }
+}

@@ -109,8 +109,11 @@ impl SqliteStore {
             let _ = reply.send(result);
         })))
         .await?;
-        answer
+        // Waited for on a blocking thread, like the readers' work: the runtime counts the work
+        // as in progress (a paused test clock does not jump ahead while the writer commits).
+        tokio::task::spawn_blocking(move || answer.blocking_recv())
             .await
+            .map_err(Error::internal)?
             .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?
     }
 }

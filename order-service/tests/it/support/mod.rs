@@ -86,9 +86,21 @@ impl TestServer {
         TestServer::start_with_tokens_at(dir, &path, flags).await
     }
 
+    /// Starts a server on the database at `database_url` (e.g. a PostgreSQL database shared
+    /// with other test servers), with the test tokens and extra flags.
+    pub async fn start_on_database(database_url: &str, flags: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = write_tokens_file(dir.path());
+        TestServer::start_at(dir, &tokens, database_url.to_owned(), flags).await
+    }
+
     /// Starts a server on the database in `dir` and the tokens file at `tokens`.
     async fn start_with_tokens_at(dir: TempDir, tokens: &Path, flags: &[&str]) -> TestServer {
         let database = format!("sqlite://{}", dir.path().join("orders.db").display());
+        TestServer::start_at(dir, tokens, database, flags).await
+    }
+
+    async fn start_at(dir: TempDir, tokens: &Path, database: String, flags: &[&str]) -> TestServer {
         let mut argv = vec![
             "order-service".to_owned(),
             "--addr".into(),
