@@ -28,8 +28,8 @@ readonly HTTP_MAX_TIME=15
 # The deadline the gateway gives one call (compose passes it to status-client).
 readonly CLIENT_TIMEOUT_SECONDS=2
 readonly ALL_SCENARIOS=(1 2 3 4 5 6 7 9)
-# Scenarios 1-6 share the plaintext stack; 7 brings up the TLS stack in its place; 9 (webhooks)
-# runs on whichever stack is up.
+# Scenarios 1-6 and 9 (webhooks) share the plaintext stack; 7 brings up the TLS stack in its
+# place (9 works on either: its stack only needs the webhook-receiver service).
 readonly TLS_SCENARIO=7
 
 # ---------------------------------------------------------------------------------------------
@@ -47,8 +47,12 @@ while (($#)); do
     shift
 done
 ((${#scenarios[@]})) || scenarios=("${ALL_SCENARIOS[@]}")
-# In order, each once: the TLS scenario replaces the plaintext stack, so it comes last.
-mapfile -t scenarios < <(printf '%s\n' "${scenarios[@]}" | sort -nu)
+# In order, each once, except that the scenarios that replace the plaintext stack (7, TLS) come
+# after every scenario that shares it (1-6 and 9).
+readonly STACK_REPLACING_SCENARIOS=("$TLS_SCENARIO")
+mapfile -t scenarios < <(printf '%s\n' "${scenarios[@]}" | sort -nu |
+    awk -v last=" ${STACK_REPLACING_SCENARIOS[*]} " \
+        'index(last, " " $0 " ") { later = later $0 "\n"; next } { print } END { printf "%s", later }')
 
 if ! command -v docker >/dev/null || ! timeout 20 docker info >/dev/null 2>&1; then
     if [[ "${E2E_REQUIRE_DOCKER:-0}" == 1 ]]; then
