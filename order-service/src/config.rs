@@ -4,6 +4,10 @@
 
 use crate::grpc::auth::{TokenSet, TokensFileError};
 use crate::store::{DEFAULT_WAL_LIMIT_BYTES, PostgresSettings, Retention, StoreOptions};
+use crate::webhooks::WebhookSettings;
+use crate::webhooks::network::AllowedNetworks;
+use crate::webhooks::schedule::RetrySchedule;
+use crate::webhooks::secrets::SecretBox;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use order_status_tls::{SettingNames, TlsError, TlsFiles};
 use std::net::SocketAddr;
@@ -184,6 +188,36 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDER_SERVICE_TLS_RELOAD_INTERVAL", default_value = "5s",
           value_parser = humantime::parse_duration)]
     pub tls_reload_interval: Duration,
+    /// Webhooks: networks (comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8) that deliveries may
+    /// reach although they are private, loopback, link-local, shared or ULA; http:// URLs are
+    /// accepted only for hosts inside them.
+    #[arg(long, env = "ORDER_SERVICE_WEBHOOK_ALLOW_NETWORKS", default_value = "")]
+    pub webhook_allow_networks: String,
+    /// Webhooks: longest one delivery attempt may take (connect, request, response).
+    #[arg(long, env = "ORDER_SERVICE_WEBHOOK_ATTEMPT_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub webhook_attempt_timeout: Duration,
+    /// Webhooks: waits after each failed attempt of one event (comma-separated durations); the
+    /// endpoint is disabled when they are used up.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,14h,20h,24h"
+    )]
+    pub webhook_retry_schedule: String,
+    /// Webhooks: file with a 32-byte key (raw, 64 hex digits or base64) that encrypts signing
+    /// secrets at rest (AES-256-GCM); kept in plain text when unset.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_WEBHOOK_SECRETS_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub webhook_secrets_key_file: Option<PathBuf>,
+    /// Webhooks on PostgreSQL: how long a replica's claim on an endpoint lasts unless renewed
+    /// (renewed every second); another replica takes the endpoint over after it.
+    #[arg(long, env = "ORDER_SERVICE_WEBHOOK_LEASE", default_value = "15s",
+          value_parser = humantime::parse_duration)]
+    pub webhook_lease: Duration,
 }
 
 /// Where the data lives.
@@ -230,6 +264,8 @@ pub struct Settings {
     pub wal_limit_bytes: u64,
     /// TLS, when the listener serves it.
     pub tls: Option<TlsSettings>,
+    /// Webhook delivery.
+    pub webhooks: WebhookSettings,
 }
 
 /// The listener's TLS: its files and the configuration read from them at start-up.
@@ -275,6 +311,9 @@ pub enum ConfigError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The webhook secrets key file is unusable.
+    #[error(transparent)]
+    WebhookSecrets(#[from] crate::webhooks::secrets::SecretsError),
     /// A number or duration is out of range.
     #[error("{setting} {problem}")]
     OutOfRange {
@@ -375,6 +414,29 @@ impl ServeArgs {
             }
             _ => None,
         };
+        let webhooks = WebhookSettings {
+            allowed_networks: AllowedNetworks::parse(&self.webhook_allow_networks).map_err(
+                |problem| ConfigError::OutOfRange {
+                    setting: "ORDER_SERVICE_WEBHOOK_ALLOW_NETWORKS",
+                    problem,
+                },
+            )?,
+            attempt_timeout: nonzero(
+                "ORDER_SERVICE_WEBHOOK_ATTEMPT_TIMEOUT",
+                self.webhook_attempt_timeout,
+            )?,
+            schedule: RetrySchedule::parse(&self.webhook_retry_schedule).map_err(|problem| {
+                ConfigError::OutOfRange {
+                    setting: "ORDER_SERVICE_WEBHOOK_RETRY_SCHEDULE",
+                    problem,
+                }
+            })?,
+            lease: nonzero("ORDER_SERVICE_WEBHOOK_LEASE", self.webhook_lease)?,
+            secrets: match &self.webhook_secrets_key_file {
+                Some(path) => SecretBox::from_key_file(path)?,
+                None => SecretBox::plain(),
+            },
+        };
         Ok(Settings {
             addr: self.addr,
             database,
@@ -401,8 +463,19 @@ impl ServeArgs {
             max_connections: positive("ORDER_SERVICE_MAX_CONNECTIONS", self.max_connections)?,
             wal_limit_bytes: self.wal_limit_bytes,
             tls,
+            webhooks,
         })
     }
+}
+
+fn nonzero(setting: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::OutOfRange {
+            setting,
+            problem: "must be longer than zero".into(),
+        });
+    }
+    Ok(value)
 }
 
 fn parse_database_url(url: &str) -> Result<Database, ConfigError> {

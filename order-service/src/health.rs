@@ -1,6 +1,6 @@
 //! gRPC health (`grpc.health.v1`): SERVING while the store can be read and written, NOT_SERVING
 //! when it cannot and from the moment shutdown begins, both overall ("") and for
-//! `orders.v1.OrderService`. The store's check covers writes, not just reads: a full disk, a
+//! `orders.v1.OrderService` and `orders.v1.WebhookService`. The store's check covers writes, not just reads: a full disk, a
 //! read-only remount or a frozen filesystem leave reads working while every write fails.
 
 use crate::error_chain::DisplayChain;
@@ -19,6 +19,9 @@ pub(crate) async fn set(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter
         .set_service_status(orders_proto::ORDER_SERVICE_NAME, status)
+        .await;
+    reporter
+        .set_service_status(orders_proto::WEBHOOK_SERVICE_NAME, status)
         .await;
 }
 

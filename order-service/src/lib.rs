@@ -17,3 +17,4 @@ pub mod observability;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod webhooks;

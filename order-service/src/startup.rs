@@ -7,14 +7,21 @@ use crate::grpc::admission::OPEN_MAX_MESSAGE_BYTES;
 use crate::grpc::gate::GateLayer;
 use crate::grpc::orders::OrdersApi;
 use crate::grpc::watch::WatchOptions;
+use crate::grpc::webhooks::WebhooksApi;
 use crate::observability::Observability;
 use crate::server::{self, ConnectionSettings};
-use crate::store::{InstrumentedStore, OrderStore, PostgresStore, SqliteStore, WalOptions};
+use crate::store::{
+    InstrumentedStore, OrderStore, PostgresStore, SqliteStore, WalOptions, WebhookStore,
+};
+use crate::webhooks::client::HttpTransport;
+use crate::webhooks::connector::Connector;
+use crate::webhooks::dispatcher::{DeliverySettings, Dispatcher};
 use crate::{domain, health};
 use anyhow::Context as _;
 use order_status_telemetry::grpc::GrpcServerLayer;
 use order_status_tls::reload::{CurrentConfig, Reloader};
 use orders_proto::v1::order_service_server::OrderServiceServer;
+use orders_proto::v1::webhook_service_server::WebhookServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +41,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     settings: Settings,
     store: Arc<dyn OrderStore>,
+    /// The same database's webhook endpoints and deliveries.
+    hooks: Arc<dyn WebhookStore>,
     observability: Observability,
     /// Under TLS: what renews the certificate, and the configuration it keeps current.
     tls: Option<(Reloader, CurrentConfig)>,
@@ -43,7 +52,8 @@ impl Application {
     /// Opens the store and binds the listeners. Nothing is served until
     /// [`Application::run_until`].
     pub async fn build(settings: Settings, observability: Observability) -> anyhow::Result<Self> {
-        let store: Arc<dyn OrderStore> = match &settings.database {
+        let (store, hooks): (Arc<dyn OrderStore>, Arc<dyn WebhookStore>) = match &settings.database
+        {
             Database::Sqlite(path) => {
                 let path = path.clone();
                 let options = settings.store;
@@ -57,11 +67,13 @@ impl Application {
                 .await?
                 .map_err(describe)
                 .context("opening the SQLite store")?;
-                Arc::new(InstrumentedStore::new(
-                    Arc::new(store),
+                let store = Arc::new(store);
+                let orders: Arc<dyn OrderStore> = Arc::new(InstrumentedStore::new(
+                    Arc::clone(&store) as Arc<dyn OrderStore>,
                     "sqlite",
                     observability.metrics.clone(),
-                ))
+                ));
+                (orders, store)
             }
             Database::Postgres(postgres) => {
                 let store = PostgresStore::open((**postgres).clone(), settings.store)
@@ -70,11 +82,13 @@ impl Application {
                     .with_context(|| {
                         format!("opening the PostgreSQL store ({})", postgres.describe())
                     })?;
-                Arc::new(InstrumentedStore::new(
-                    Arc::new(store),
+                let store = Arc::new(store);
+                let orders: Arc<dyn OrderStore> = Arc::new(InstrumentedStore::new(
+                    Arc::clone(&store) as Arc<dyn OrderStore>,
                     "postgresql",
                     observability.metrics.clone(),
-                ))
+                ));
+                (orders, store)
             }
         };
         let listener = TcpListener::bind(settings.addr)
@@ -106,6 +120,7 @@ impl Application {
             metrics_listener,
             settings,
             store,
+            hooks,
             observability,
             tls,
         })
@@ -133,6 +148,7 @@ impl Application {
             metrics_listener,
             settings,
             store,
+            hooks,
             observability,
             tls,
         } = self;
@@ -153,6 +169,28 @@ impl Application {
         let orders = OrderServiceServer::new(api)
             .max_decoding_message_size(settings.max_message_bytes)
             .max_encoding_message_size(settings.max_message_bytes.max(4 * 1024 * 1024));
+        let dispatcher = Dispatcher::new(
+            Arc::clone(&store),
+            Arc::clone(&hooks),
+            Arc::new(HttpTransport::new(Connector::new(
+                settings.webhooks.allowed_networks.clone(),
+            ))),
+            DeliverySettings {
+                attempt_timeout: settings.webhooks.attempt_timeout,
+                schedule: settings.webhooks.schedule.clone(),
+                lease: settings.webhooks.lease,
+                secrets: settings.webhooks.secrets.clone(),
+                poll: crate::webhooks::dispatcher::POLL,
+            },
+            observability.metrics.clone(),
+        );
+        let webhooks = WebhookServiceServer::new(WebhooksApi::new(
+            Arc::clone(&hooks),
+            Arc::clone(&store),
+            settings.webhooks.clone(),
+            Arc::clone(&dispatcher),
+        ))
+        .max_decoding_message_size(settings.max_message_bytes);
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(orders_proto::FILE_DESCRIPTOR_SET)
@@ -161,6 +199,7 @@ impl Application {
                 .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
         let routes = tonic::service::Routes::new(orders)
+            .add_service(webhooks)
             .add_service(health_service)
             .add_service(
                 reflection()
@@ -195,6 +234,7 @@ impl Application {
             background.clone(),
         ));
         let pruner = tokio::spawn(prune_periodically(Arc::clone(&store), background.clone()));
+        let deliveries = tokio::spawn(dispatcher.run(background.clone()));
         if let Some(listener) = metrics_listener {
             tokio::spawn(order_status_telemetry::serve_metrics(
                 listener,
@@ -252,7 +292,8 @@ impl Application {
         background.cancel();
         // They hold the store: once they are done, dropping ours closes it (queued writes
         // finish, the WAL is emptied, the file lock is released for a restart on the same file).
-        let _ = tokio::join!(monitor, pruner);
+        let _ = tokio::join!(monitor, pruner, deliveries);
+        drop(hooks);
         drop(store);
         tracing::info!("stopped");
         Ok(())

@@ -11,6 +11,8 @@ pub const VALIDATION_FAILED: &str = "VALIDATION_FAILED";
 pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
 /// `NOT_FOUND`: no order has this id.
 pub const ORDER_NOT_FOUND: &str = "ORDER_NOT_FOUND";
+/// No webhook endpoint has the id given (NOT_FOUND).
+pub const WEBHOOK_ENDPOINT_NOT_FOUND: &str = "WEBHOOK_ENDPOINT_NOT_FOUND";
 /// `FAILED_PRECONDITION`: the status machine does not allow this change.
 pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
 /// `ABORTED`: `expected_version` is not the order's current version.

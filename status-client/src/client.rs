@@ -34,12 +34,15 @@ use crate::watch::OrderEventStream;
 /// The gRPC service name, as it appears in span names and the `rpc.service` attribute.
 pub(crate) const SERVICE: &str = "orders.v1.OrderService";
 
+/// One replica's channel with the bearer-token interceptor: what every generated client
+/// (`OrderService`, `WebhookService`) of one attempt is built on.
+pub(crate) type AuthedChannel = InterceptedService<ReplicaService, AuthInterceptor>;
+
 /// The generated client over one replica's channel, with the bearer-token interceptor.
-pub(crate) type OrderServiceGrpc =
-    OrderServiceClient<InterceptedService<ReplicaService, AuthInterceptor>>;
+pub(crate) type OrderServiceGrpc = OrderServiceClient<AuthedChannel>;
 
 /// One attempt of a unary call, as the retry loop sends it: the response or the attempt's status.
-type AttemptFuture<Resp> = BoxFuture<'static, Result<Response<Resp>, Status>>;
+pub(crate) type AttemptFuture<Resp> = BoxFuture<'static, Result<Response<Resp>, Status>>;
 
 /// A client of order-service. Cheap to clone; clones share channels, throttle and statistics.
 #[derive(Debug, Clone)]
@@ -64,6 +67,7 @@ pub struct CallOptions {
     timeout: Option<Duration>,
     request_id: Option<String>,
     authorization: Option<AsciiMetadataValue>,
+    at_most_once: bool,
 }
 
 impl CallOptions {
@@ -90,6 +94,16 @@ impl CallOptions {
     /// token; used to act on behalf of a caller with exactly the caller's rights.
     pub fn authorization(mut self, value: AsciiMetadataValue) -> Self {
         self.authorization = Some(value);
+        self
+    }
+
+    /// Never send the request again once a server may have received it, even for
+    /// `UNAVAILABLE` (which a connection breaking after the request went out also gives): for
+    /// calls that are not idempotent and carry no idempotency key, like rotating a secret
+    /// (twice would retire the secret the caller still uses). Attempts that reached no server
+    /// are still repeated until the deadline.
+    pub fn at_most_once(mut self) -> Self {
+        self.at_most_once = true;
         self
     }
 
@@ -311,10 +325,15 @@ impl Client {
 
     /// A replica for one attempt, `avoid`ing the one the previous attempt failed on.
     pub(crate) fn pick(&self, avoid: Option<usize>) -> (Pick, OrderServiceGrpc) {
+        let (pick, channel) = self.pick_channel(avoid);
+        (pick, OrderServiceClient::new(channel))
+    }
+
+    /// Like [`pick`](Self::pick), the bare authenticated channel for any service's client.
+    fn pick_channel(&self, avoid: Option<usize>) -> (Pick, AuthedChannel) {
         let pick = self.inner.replicas.pick(avoid);
-        let grpc =
-            OrderServiceClient::with_interceptor(pick.channel.clone(), self.inner.auth.clone());
-        (pick, grpc)
+        let channel = InterceptedService::new(pick.channel.clone(), self.inner.auth.clone());
+        (pick, channel)
     }
 
     pub(crate) fn replica_failed(&self, index: usize) {
@@ -337,9 +356,8 @@ impl Client {
         &self.inner.metrics
     }
 
-    /// One unary call of `method` (the bare name, e.g. `GetOrder`): attempts until success, a
-    /// final error, the attempt limit, the throttle, or the deadline, whichever comes first.
-    /// The whole call is one span, each attempt a span beneath it.
+    /// One unary `OrderService` call of `method` (the bare name, e.g. `GetOrder`): see
+    /// [`unary_on`](Self::unary_on).
     async fn unary<Req, Resp>(
         &self,
         method: &'static str,
@@ -350,7 +368,28 @@ impl Client {
     where
         Req: Clone,
     {
-        let span = logical_call_span(SERVICE, method);
+        self.unary_on(SERVICE, method, message, options, |channel, request| {
+            send(OrderServiceClient::new(channel), request)
+        })
+        .await
+    }
+
+    /// One unary call of `service`'s `method` (the bare name, e.g. `GetOrder`), `send` building
+    /// that service's client on the attempt's channel: attempts until success, a final error,
+    /// the attempt limit, the throttle, or the deadline, whichever comes first. The whole call
+    /// is one span, each attempt a span beneath it.
+    pub(crate) async fn unary_on<Req, Resp>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        message: Req,
+        options: &CallOptions,
+        send: impl Fn(AuthedChannel, Request<Req>) -> AttemptFuture<Resp>,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+    {
+        let span = logical_call_span(service, method);
         let mut attempts = 0;
         let result = self
             .attempts(method, message, options, send, &mut attempts)
@@ -381,7 +420,7 @@ impl Client {
         method: &'static str,
         message: Req,
         options: &CallOptions,
-        send: impl Fn(OrderServiceGrpc, Request<Req>) -> AttemptFuture<Resp>,
+        send: impl Fn(AuthedChannel, Request<Req>) -> AttemptFuture<Resp>,
         attempt: &mut u32,
     ) -> Result<Resp, ClientError>
     where
@@ -411,7 +450,7 @@ impl Client {
                 s.attempts += 1;
                 s.retries += u64::from(attempt > 1);
             });
-            let (pick, grpc) = self.pick(avoid);
+            let (pick, channel) = self.pick_channel(avoid);
             let mut request = Request::new(message.clone());
             // Sent as `grpc-timeout`, so the server stops working on it when the caller has
             // given up; tonic also enforces it on this side.
@@ -425,7 +464,7 @@ impl Client {
             request.extensions_mut().insert(AttemptNumber(attempt));
             // The outer timer also covers waiting for a connection, which the per-request
             // `grpc-timeout` does not.
-            let error = match tokio::time::timeout_at(deadline, send(grpc, request)).await {
+            let error = match tokio::time::timeout_at(deadline, send(channel, request)).await {
                 Err(_elapsed) => {
                     return Err(ClientError::deadline_exceeded(
                         timeout,
@@ -467,6 +506,11 @@ impl Client {
                 continue;
             }
             unreached_in_a_row = 0;
+            if options.at_most_once && error.code() == Code::Unavailable {
+                // Perhaps processed: the caller must look before trying again.
+                self.replica_failed(pick.index);
+                return Err(error);
+            }
             if !is_retryable(&error) {
                 // The server answered; for the throttle that is not a failure (gRFC A6).
                 self.inner.throttle.record_success();
@@ -517,7 +561,7 @@ impl Client {
 }
 
 /// The idempotency key of a write: the caller's from `options`, else the request's own, else new.
-fn idempotency_key(options: &CallOptions, in_request: &str) -> String {
+pub(crate) fn idempotency_key(options: &CallOptions, in_request: &str) -> String {
     match &options.request_id {
         Some(key) => key.clone(),
         None if !in_request.is_empty() => in_request.to_owned(),

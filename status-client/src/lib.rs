@@ -5,6 +5,8 @@
 //!   idempotency keys, and a watch that survives disconnects.
 //! - [`cli`]: the `status-client` command line.
 //! - [`serve`]: the long-running HTTP/JSON client service (`status-client serve`).
+//! - [`webhooks`]: webhook endpoints over `orders.v1.WebhookService`, verifying deliveries in
+//!   a service's own handler ([`webhooks::Verifier`]), and the `webhooks listen` receiver.
 //!
 //! ```no_run
 //! use status_client::{CallOptions, Client, Settings};
@@ -42,6 +44,7 @@ pub mod retry;
 pub mod serve;
 pub mod settings;
 pub mod watch;
+pub mod webhooks;
 
 pub use auth::AuthInterceptor;
 pub use client::{CallOptions, CallStats, Client};

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub(crate) spans_dropped: Counter<u64>,
     rate_limited: Counter<u64>,
     wal_size: Gauge<u64>,
+    webhook_attempts: Counter<u64>,
+    webhook_duration: Histogram<f64>,
+    webhook_lag: Gauge<u64>,
 }
 
 impl Metrics {
@@ -110,6 +113,18 @@ impl Metrics {
                 .with_unit("By")
                 .with_description("Size of the SQLite store's write-ahead log file")
                 .build(),
+            webhook_attempts: meter
+                .u64_counter("orders.webhook.attempts")
+                .with_description("Webhook delivery attempts, by outcome (delivered, http_error, network_error, timeout, refused)")
+                .build(),
+            webhook_duration: seconds(
+                "orders.webhook.delivery.duration",
+                "Duration of webhook delivery attempts, from sending the request to the end of the response, by outcome",
+            ),
+            webhook_lag: meter
+                .u64_gauge("orders.webhook.lag")
+                .with_description("Events committed after an endpoint's delivered_through_sequence, by endpoint")
+                .build(),
         }
     }
 
@@ -175,6 +190,22 @@ impl Metrics {
     /// The SQLite store's write-ahead log file is now `bytes` long.
     pub fn record_wal_size(&self, bytes: u64) {
         self.wal_size.record(bytes, &[]);
+    }
+}
+
+impl Metrics {
+    /// One webhook delivery attempt ended with `outcome` (a fixed set of words) after `elapsed`.
+    pub fn record_webhook_attempt(&self, outcome: &'static str, elapsed: Duration) {
+        let labels = [KeyValue::new("outcome", outcome)];
+        self.webhook_attempts.add(1, &labels);
+        self.webhook_duration.record(elapsed.as_secs_f64(), &labels);
+    }
+
+    /// Endpoint `endpoint` (a server-assigned id; their number is what the operators created)
+    /// has `events` committed events after its cursor.
+    pub fn record_webhook_lag(&self, endpoint: &str, events: u64) {
+        self.webhook_lag
+            .record(events, &[KeyValue::new("endpoint", endpoint.to_owned())]);
     }
 }
 

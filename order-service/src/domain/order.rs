@@ -328,6 +328,9 @@ pub struct Write {
     pub change: Change,
     /// The time the change is stamped with.
     pub now: UnixMicros,
+    /// The writer's W3C `traceparent` (the span of the call that made the change), kept with
+    /// the event so work it causes later (a webhook delivery) can link to that trace.
+    pub trace_parent: Option<String>,
 }
 
 /// The two kinds of change.
@@ -379,6 +382,8 @@ pub struct OrderEvent {
     pub previous_status: Option<OrderStatus>,
     /// When the change happened.
     pub event_time: UnixMicros,
+    /// The W3C `traceparent` of the write that produced it, when it was traced.
+    pub trace_parent: Option<String>,
 }
 
 #[cfg(test)]

@@ -21,8 +21,16 @@ use std::path::Path;
 use subtle::ConstantTimeEq;
 use tonic::{Code, Status};
 
-/// Path prefix of the calls that need a token.
-pub(crate) const PROTECTED_PREFIX: &str = "/orders.v1.OrderService/";
+/// Path prefixes of the calls that need a token: the order service's and the webhook service's.
+pub(crate) const PROTECTED_PREFIXES: [&str; 2] =
+    ["/orders.v1.OrderService/", "/orders.v1.WebhookService/"];
+
+/// The method name of a call that needs a token (`CreateOrder`), from its path.
+pub(crate) fn protected_method(path: &str) -> Option<&str> {
+    PROTECTED_PREFIXES
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+}
 
 /// A permission a token may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -33,6 +41,9 @@ pub enum Scope {
     /// CreateOrder, UpdateOrderStatus.
     #[serde(rename = "orders.write")]
     Write,
+    /// Every method of orders.v1.WebhookService.
+    #[serde(rename = "webhooks.admin")]
+    WebhooksAdmin,
 }
 
 impl Scope {
@@ -40,6 +51,7 @@ impl Scope {
         match self {
             Scope::Read => "orders.read",
             Scope::Write => "orders.write",
+            Scope::WebhooksAdmin => "webhooks.admin",
         }
     }
 
@@ -48,6 +60,14 @@ impl Scope {
         match method {
             "CreateOrder" | "UpdateOrderStatus" => Some(Scope::Write),
             "GetOrder" | "ListOrders" | "WatchOrders" => Some(Scope::Read),
+            "CreateWebhookEndpoint"
+            | "GetWebhookEndpoint"
+            | "ListWebhookEndpoints"
+            | "UpdateWebhookEndpoint"
+            | "DeleteWebhookEndpoint"
+            | "RotateWebhookSecret"
+            | "ListWebhookDeliveries"
+            | "ReplayWebhookEvents" => Some(Scope::WebhooksAdmin),
             _ => None,
         }
     }
@@ -274,7 +294,7 @@ impl TokenSet {
         let set = TokenSet {
             credentials: vec![Credential {
                 principal: Principal::new("developer"),
-                scopes: vec![Scope::Read, Scope::Write],
+                scopes: vec![Scope::Read, Scope::Write, Scope::WebhooksAdmin],
                 hash: Sha256::digest(token.as_bytes()).into(),
             }],
             rate_limits: PrincipalLimits::default(),

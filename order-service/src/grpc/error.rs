@@ -56,6 +56,12 @@ impl From<Error> for Status {
                 message,
                 meta(&[("order_id", id.to_string())]),
             ),
+            Error::EndpointNotFound(id) => status_with(
+                Code::NotFound,
+                reason::WEBHOOK_ENDPOINT_NOT_FOUND,
+                message,
+                meta(&[("endpoint_id", id)]),
+            ),
             Error::InvalidTransition { from, to } => status_with(
                 Code::FailedPrecondition,
                 reason::INVALID_TRANSITION,

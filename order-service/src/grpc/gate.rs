@@ -7,7 +7,7 @@
 //! puts them in order.
 
 use super::admission::Admission;
-use super::auth::{PROTECTED_PREFIX, TokenSet};
+use super::auth::{TokenSet, protected_method};
 use super::codec_refusal;
 use super::context::CallDeadline;
 use super::deadline::CallDeadlines;
@@ -96,7 +96,7 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let refuse =
             |status| -> Self::Future { Box::pin(std::future::ready(Ok(error_response(status)))) };
-        if let Some(method) = request.uri().path().strip_prefix(PROTECTED_PREFIX) {
+        if let Some(method) = protected_method(request.uri().path()) {
             let header = request.headers().get(http::header::AUTHORIZATION);
             // Put there by the accept loop for the connection's verified client certificate.
             let certificate = request.extensions().get::<PeerCertificate>();

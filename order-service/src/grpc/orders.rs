@@ -45,6 +45,7 @@ impl pb::order_service_server::OrderService for OrdersApi {
                 order: create.order,
             }),
             now: UnixMicros::now(),
+            trace_parent: order_status_telemetry::propagation::current_traceparent(),
         };
         let outcome = self.store.write(write, deadline).await?;
         if outcome.replayed {
@@ -89,6 +90,7 @@ impl pb::order_service_server::OrderService for OrdersApi {
             request_id: update.request_id,
             change: Change::UpdateStatus(update.update),
             now: UnixMicros::now(),
+            trace_parent: order_status_telemetry::propagation::current_traceparent(),
         };
         let outcome = self.store.write(write, deadline).await?;
         if outcome.replayed {

@@ -12,12 +12,14 @@ mod postgres;
 pub mod record;
 mod sqlite;
 mod watch;
+pub mod webhooks;
 
 pub use instrumented::InstrumentedStore;
 pub use live::{Live, LiveEvents};
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_WAL_LIMIT_BYTES, SqliteStore, WalOptions};
 pub use watch::EventWatch;
+pub use webhooks::WebhookStore;
 
 use crate::domain::{Error, ListQuery, Order, OrderEvent, OrderId, Page, Write, WriteOutcome};
 use std::time::{Duration, Instant};

@@ -15,3 +15,4 @@ mod rate_limit;
 mod replicas;
 mod storage;
 mod support;
+mod webhooks;

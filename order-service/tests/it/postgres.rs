@@ -26,13 +26,13 @@ const STALL_LOCK: i64 = 4242;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A database of one test on the test server.
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     admin: tokio_postgres::Config,
     name: String,
 }
 
 impl TestDatabase {
-    async fn create() -> TestDatabase {
+    pub(crate) async fn create() -> TestDatabase {
         let url = std::env::var("ORDER_STATUS_TEST_POSTGRES").unwrap_or_else(|_| {
             panic!(
                 "ORDER_STATUS_TEST_POSTGRES is not set: run the PostgreSQL tests with a server, \
@@ -47,6 +47,17 @@ impl TestDatabase {
             .await
             .unwrap();
         TestDatabase { admin, name }
+    }
+
+    /// The URL of this database, for `--database-url`.
+    pub(crate) fn url(&self) -> String {
+        let url = std::env::var("ORDER_STATUS_TEST_POSTGRES").unwrap();
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base.to_owned(), format!("?{query}")),
+            None => (url.clone(), String::new()),
+        };
+        let (server, _database) = base.rsplit_once('/').expect("a URL with a database");
+        format!("{server}/{}{query}", self.name)
     }
 
     fn config(&self) -> tokio_postgres::Config {
@@ -76,7 +87,7 @@ impl TestDatabase {
         Arc::new(PostgresStore::open(settings, options).await.unwrap())
     }
 
-    async fn remove(self) {
+    pub(crate) async fn remove(self) {
         connect(&self.admin)
             .await
             .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
@@ -115,6 +126,7 @@ fn create(principal: &str, key: Option<&str>, customer: &str) -> Write {
             order,
         }),
         now: UnixMicros::now(),
+        trace_parent: None,
     }
 }
 
@@ -129,6 +141,7 @@ fn update(id: &OrderId, target: OrderStatus, expected_version: Option<i64>) -> W
             reason: String::new(),
         }),
         now: UnixMicros::now(),
+        trace_parent: None,
     }
 }
 
@@ -546,7 +559,7 @@ async fn replicas_starting_at_once_migrate_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     assert_eq!(stores[3].log_bounds().await.unwrap().latest, 4);
     drop(stores);
     db.remove().await;

@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use order_status_webhooks::Secret;
 use orders_proto::v1::{LineItem, OrderStatus};
 
 use crate::order_status::parse_order_status;
 use crate::settings::{self, EndpointUrl};
 
-/// Talk to order-service: get, list, create, update and watch orders, or serve them over HTTP.
+/// Talk to order-service: get, list, create, update and watch orders, serve them over HTTP,
+/// manage webhook endpoints, or receive webhook deliveries.
 ///
 /// Exit status: 0 on success; 1 for a local error (I/O); 2 for bad usage or settings; for a
 /// gRPC failure 10 plus the gRPC code number (e.g. 15 NOT_FOUND, 13 INVALID_ARGUMENT,
@@ -28,17 +30,14 @@ pub struct Cli {
 
 impl Cli {
     /// Whether the command ends on its own once its calls are answered (`get`, `list`,
-    /// `create`, `update`), rather than running until stopped (`watch`, `serve`).
+    /// `create`, `update`, the `webhooks` calls), rather than running until stopped (`watch`,
+    /// `serve`, `webhooks listen`).
     pub fn exits_when_done(&self) -> bool {
-        matches!(
-            self.command,
-            Command::Call(
-                CallCommand::Get { .. }
-                    | CallCommand::List { .. }
-                    | CallCommand::Create { .. }
-                    | CallCommand::Update { .. }
-            )
-        )
+        match &self.command {
+            Command::Call(command) => !matches!(command, CallCommand::Watch { .. }),
+            Command::Webhooks { command } => !matches!(command, WebhooksCommand::Listen(_)),
+            Command::Serve { .. } => false,
+        }
     }
 }
 
@@ -134,6 +133,156 @@ pub enum Command {
         #[command(flatten)]
         tls: ServeTlsArgs,
     },
+    /// Manage webhook endpoints (orders.v1.WebhookService; the token needs scope
+    /// webhooks.admin), or receive and verify deliveries (`webhooks listen`).
+    Webhooks {
+        /// What to do.
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+/// The `webhooks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register an endpoint; prints it and its signing secret, which is shown only this once.
+    Create {
+        /// Where events are POSTed: https://, or http:// for hosts inside the service's
+        /// allowed networks.
+        #[arg(long)]
+        url: String,
+        /// Deliver only this event type (order.created, order.status_changed); repeat for
+        /// more; none: all.
+        #[arg(long = "event-type", value_name = "TYPE")]
+        event_types: Vec<String>,
+        /// Free text for people.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Idempotency key (default: a new one, reused on every retry of this call).
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Print one endpoint.
+    Get {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Print every endpoint, oldest first (pages through all of them).
+    List {
+        /// Endpoints fetched per call (0: the server's default).
+        #[arg(long, default_value_t = 0)]
+        page_size: i32,
+    },
+    /// Change an endpoint; what is not given stays as it is. Enabling resumes delivery from
+    /// where it stopped.
+    Update {
+        /// The endpoint's id.
+        id: String,
+        /// A new URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// Resume deliveries.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Stop deliveries (events keep accumulating for when it is enabled again).
+        #[arg(long)]
+        disable: bool,
+        /// New event types (repeat for more).
+        #[arg(long = "event-type", value_name = "TYPE")]
+        event_types: Vec<String>,
+        /// A new description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Remove an endpoint and stop its deliveries.
+    Delete {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Give an endpoint a new signing secret (printed once); the old one keeps signing beside
+    /// it for 24 hours, so receivers can switch over. Never retried once a server may have
+    /// received it.
+    RotateSecret {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Print an endpoint's delivery log, newest first: every attempt with its status or
+    /// error, latency and next retry.
+    Deliveries {
+        /// The endpoint's id.
+        id: String,
+        /// Print at most this many attempts.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Attempts fetched per call (0: the server's default).
+        #[arg(long, default_value_t = 0)]
+        page_size: i32,
+    },
+    /// Deliver an endpoint's events again, from the one after SEQUENCE on, in order.
+    Replay {
+        /// The endpoint's id.
+        id: String,
+        /// Redeliver the events after this sequence (0: all retained events).
+        #[arg(long, value_name = "SEQUENCE")]
+        after: u64,
+    },
+    /// Receive deliveries over HTTP: verify each (signature, timestamp), answer 401 with the
+    /// reason or 2xx, drop repeated webhook-ids, print each verified event as one JSON line
+    /// on stdout. Runs until SIGTERM or Ctrl-C.
+    Listen(ListenArgs),
+}
+
+/// The receiver of `webhooks listen`.
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Address to listen on (port 0: any free port; the line "status-client listening on
+    /// IP:PORT" on stdout says which).
+    #[arg(
+        long,
+        env = "STATUS_CLIENT_WEBHOOK_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub addr: SocketAddr,
+    /// An endpoint's signing secret (whsec_…); repeat for more (the new and the old one
+    /// during a rotation). The variable takes a comma-separated list.
+    #[arg(
+        long = "secret",
+        value_name = "WHSEC",
+        env = "STATUS_CLIENT_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub secrets: Vec<Secret>,
+    /// A file of more secrets, one whsec_… per line; read again whenever it changes, and may
+    /// not exist yet when the receiver starts.
+    #[arg(long, value_name = "PATH", env = "STATUS_CLIENT_WEBHOOK_SECRET_FILE")]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// How far a delivery's webhook-timestamp may be from this machine's clock, either way.
+    #[arg(long, env = "STATUS_CLIENT_WEBHOOK_TOLERANCE", default_value = "5m", value_parser = settings::parse_timeout)]
+    pub tolerance: Duration,
+    /// How many recent webhook-ids are remembered to drop repeats.
+    #[arg(long, default_value_t = 100_000)]
+    pub remember: usize,
+    /// The largest body accepted (larger: 413).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl WebhooksCommand {
+    /// The subcommand's name as typed (`create`, `rotate-secret`, …), e.g. for span names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Create { .. } => "create",
+            Self::Get { .. } => "get",
+            Self::List { .. } => "list",
+            Self::Update { .. } => "update",
+            Self::Delete { .. } => "delete",
+            Self::RotateSecret { .. } => "rotate-secret",
+            Self::Deliveries { .. } => "deliveries",
+            Self::Replay { .. } => "replay",
+            Self::Listen(_) => "listen",
+        }
+    }
 }
 
 /// The certificate `serve` answers HTTPS with (plain HTTP without one).
@@ -327,6 +476,72 @@ mod tests {
         assert!(parse(&["--client-key", "c.key"]).is_err());
         let both = parse(&["--client-cert", "c.pem", "--client-key", "c.key"]).unwrap();
         assert!(both.common.client_cert.is_some() && both.common.client_key.is_some());
+    }
+
+    #[test]
+    fn webhook_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "status-client",
+            "webhooks",
+            "update",
+            "ep-1",
+            "--disable",
+            "--event-type",
+            "order.created",
+        ])
+        .unwrap();
+        assert!(cli.exits_when_done());
+        let Command::Webhooks {
+            command:
+                WebhooksCommand::Update {
+                    disable,
+                    enable,
+                    event_types,
+                    ..
+                },
+        } = cli.command
+        else {
+            panic!("not webhooks update");
+        };
+        assert!(disable && !enable);
+        assert_eq!(event_types, ["order.created"]);
+        assert!(
+            Cli::try_parse_from([
+                "status-client",
+                "webhooks",
+                "update",
+                "ep-1",
+                "--enable",
+                "--disable"
+            ])
+            .is_err()
+        );
+        let secret = Secret::generate().to_string();
+        let cli = Cli::try_parse_from([
+            "status-client",
+            "webhooks",
+            "listen",
+            "--addr",
+            "127.0.0.1:0",
+            "--secret",
+            &secret,
+            "--secret",
+            &secret,
+        ])
+        .unwrap();
+        assert!(!cli.exits_when_done());
+        let Command::Webhooks {
+            command: WebhooksCommand::Listen(args),
+        } = cli.command
+        else {
+            panic!("not webhooks listen");
+        };
+        assert_eq!(args.secrets.len(), 2);
+        assert_eq!(args.tolerance, Duration::from_secs(300));
+        assert!(
+            Cli::try_parse_from(["status-client", "webhooks", "listen", "--secret", "nope"])
+                .is_err()
+        );
     }
 
     #[test]

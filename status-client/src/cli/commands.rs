@@ -11,7 +11,7 @@ use orders_proto::v1::{
 };
 use tracing::Instrument;
 
-use super::args::{CallCommand, Cli, Command, CommonArgs};
+use super::args::{CallCommand, Cli, Command, CommonArgs, WebhooksCommand};
 use super::exit::{LOCAL_ERROR, USAGE_ERROR, exit_status};
 use super::output::{Printer, print_error};
 use crate::client::{CallOptions, Client};
@@ -31,7 +31,11 @@ pub async fn run(cli: Cli, metrics: Option<PrometheusExposition>) -> ExitCode {
         } => {
             return crate::serve::run_from_cli(&common, http_addr, &limits, &tls, metrics).await;
         }
-        Command::Call(command) => command,
+        Command::Webhooks {
+            command: WebhooksCommand::Listen(args),
+        } => return super::webhooks::listen(&args).await,
+        Command::Webhooks { command } => Call::Webhooks(command),
+        Command::Call(command) => Call::Orders(command),
     };
     let client = match client_for(&common) {
         Ok(client) => client,
@@ -48,9 +52,18 @@ pub async fn run(cli: Cli, metrics: Option<PrometheusExposition>) -> ExitCode {
         otel.status_description = tracing::field::Empty,
     );
     let printer = Printer::new(common.output, io::stdout().lock());
-    let outcome = run_call(&client, command, printer)
-        .instrument(span.clone())
-        .await;
+    let outcome = match command {
+        Call::Orders(command) => {
+            run_call(&client, command, printer)
+                .instrument(span.clone())
+                .await
+        }
+        Call::Webhooks(command) => {
+            super::webhooks::run_call(&client, command, printer)
+                .instrument(span.clone())
+                .await
+        }
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Call(error)) => {
@@ -104,7 +117,24 @@ pub(crate) fn settings_for(common: &CommonArgs) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
-enum Failure {
+/// The commands that make calls and print their results.
+enum Call {
+    Orders(CallCommand),
+    Webhooks(WebhooksCommand),
+}
+
+impl Call {
+    /// The name as typed, for the root span: `get`, `webhooks create`, …
+    fn name(&self) -> String {
+        match self {
+            Self::Orders(command) => command.name().to_owned(),
+            Self::Webhooks(command) => format!("webhooks {}", command.name()),
+        }
+    }
+}
+
+/// Why a call command failed.
+pub(super) enum Failure {
     Call(ClientError),
     Output(io::Error),
 }

@@ -5,8 +5,10 @@ mod args;
 mod commands;
 mod exit;
 mod output;
+mod webhooks;
 
 pub use args::{CallCommand, Cli, Command, CommonArgs, Endpoints, OutputFormat};
+pub use args::{ListenArgs, WebhooksCommand};
 pub use args::{ServeLimitArgs, ServeTlsArgs};
 pub use commands::run;
 pub(crate) use commands::settings_for;

@@ -2,7 +2,10 @@
 
 use std::io::{self, Write};
 
-use orders_proto::v1::{Order, OrderEvent, OrderStatus};
+use orders_proto::v1::{
+    CreateWebhookEndpointResponse, Order, OrderEvent, OrderStatus, RotateWebhookSecretResponse,
+    WebhookDelivery, WebhookEndpoint,
+};
 use serde::Serialize;
 
 use super::args::OutputFormat;
@@ -115,6 +118,180 @@ impl<W: Write> Printer<W> {
         }
     }
 
+    /// A newly created endpoint with its secret (JSON: the whole response, secret included).
+    pub(crate) fn created_endpoint(
+        &mut self,
+        response: &CreateWebhookEndpointResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(response),
+            OutputFormat::Text => {
+                self.endpoint(&response.endpoint.clone().unwrap_or_default())?;
+                self.secret_text(&response.secret)
+            }
+        }
+    }
+
+    /// A rotated secret (JSON: `{"secret": "whsec_…"}`).
+    pub(crate) fn rotated_secret(
+        &mut self,
+        response: &RotateWebhookSecretResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(response),
+            OutputFormat::Text => self.secret_text(&response.secret),
+        }
+    }
+
+    fn secret_text(&mut self, secret: &str) -> io::Result<()> {
+        writeln!(self.out, "secret      {secret}")?;
+        writeln!(
+            self.out,
+            "            (shown only now: give it to the receiver, e.g. `webhooks listen --secret`)"
+        )?;
+        self.out.flush()
+    }
+
+    /// One endpoint in detail.
+    pub(crate) fn endpoint(&mut self, endpoint: &WebhookEndpoint) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(endpoint),
+            OutputFormat::Text => {
+                let out = &mut self.out;
+                writeln!(out, "endpoint    {}", endpoint.endpoint_id)?;
+                writeln!(out, "url         {}", endpoint.url)?;
+                let state = match (endpoint.enabled, endpoint.disabled_reason.as_str()) {
+                    (true, _) => "enabled".to_owned(),
+                    (false, "") => "disabled".to_owned(),
+                    (false, reason) => format!("disabled: {reason}"),
+                };
+                writeln!(out, "state       {state}")?;
+                writeln!(out, "events      {}", event_types(&endpoint.event_types))?;
+                if !endpoint.description.is_empty() {
+                    writeln!(out, "description {}", endpoint.description)?;
+                }
+                writeln!(
+                    out,
+                    "delivered   through sequence {}",
+                    endpoint.delivered_through_sequence
+                )?;
+                writeln!(
+                    out,
+                    "created     {}",
+                    timestamp(endpoint.create_time.as_ref())
+                )?;
+                writeln!(
+                    out,
+                    "updated     {}",
+                    timestamp(endpoint.update_time.as_ref())
+                )?;
+                out.flush()
+            }
+        }
+    }
+
+    /// The heading of an endpoint table (text only).
+    pub(crate) fn endpoint_table_heading(&mut self) -> io::Result<()> {
+        if self.format == OutputFormat::Text {
+            writeln!(
+                self.out,
+                "{:<36}  {:<8}  {:>9}  {:<30}  URL",
+                "ENDPOINT", "STATE", "DELIVERED", "EVENTS"
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One endpoint as a table row.
+    pub(crate) fn endpoint_row(&mut self, endpoint: &WebhookEndpoint) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(endpoint),
+            OutputFormat::Text => {
+                writeln!(
+                    self.out,
+                    "{:<36}  {:<8}  {:>9}  {:<30}  {}",
+                    endpoint.endpoint_id,
+                    if endpoint.enabled {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    },
+                    endpoint.delivered_through_sequence,
+                    event_types(&endpoint.event_types),
+                    endpoint.url
+                )?;
+                self.out.flush()
+            }
+        }
+    }
+
+    /// A deleted endpoint (JSON: `{"endpointId": …, "deleted": true}`).
+    pub(crate) fn deleted_endpoint(&mut self, endpoint_id: &str) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(&serde_json::json!({
+                "endpointId": endpoint_id,
+                "deleted": true,
+            })),
+            OutputFormat::Text => {
+                writeln!(self.out, "deleted endpoint {endpoint_id}")?;
+                self.out.flush()
+            }
+        }
+    }
+
+    /// The heading of a delivery log (text only).
+    pub(crate) fn delivery_table_heading(&mut self) -> io::Result<()> {
+        if self.format == OutputFormat::Text {
+            writeln!(
+                self.out,
+                "{:<20}  {:>8}  {:>7}  {:<36}  {:>9}  OUTCOME",
+                "ATTEMPT TIME", "SEQUENCE", "ATTEMPT", "WEBHOOK ID", "LATENCY"
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One delivery attempt as a table row.
+    pub(crate) fn delivery_row(&mut self, delivery: &WebhookDelivery) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.json(delivery),
+            OutputFormat::Text => {
+                let mut outcome = match (delivery.delivered, delivery.http_status) {
+                    (true, status) => format!("delivered ({status})"),
+                    (false, 0) => "failed".to_owned(),
+                    (false, status) => format!("HTTP {status}"),
+                };
+                if !delivery.error.is_empty() {
+                    outcome.push_str(": ");
+                    outcome.push_str(&delivery.error);
+                }
+                if let Some(next) = delivery.next_attempt_time.as_ref() {
+                    outcome.push_str("; next attempt ");
+                    outcome.push_str(&timestamp(Some(next)));
+                }
+                let latency = delivery.latency.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |d| {
+                        let millis =
+                            d.seconds.saturating_mul(1000) + i64::from(d.nanos / 1_000_000);
+                        format!("{millis} ms")
+                    },
+                );
+                writeln!(
+                    self.out,
+                    "{:<20}  {:>8}  {:>7}  {:<36}  {:>9}  {}",
+                    timestamp(delivery.attempt_time.as_ref()),
+                    delivery.sequence,
+                    delivery.attempt,
+                    delivery.webhook_id,
+                    latency,
+                    outcome
+                )?;
+                self.out.flush()
+            }
+        }
+    }
+
     fn json(&mut self, value: &impl Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         writeln!(self.out)?;
@@ -128,6 +305,14 @@ pub(crate) fn print_error(error: &ClientError) {
     let _ = writeln!(err, "error: {error}");
     for violation in error.field_violations() {
         let _ = writeln!(err, "  {}: {}", violation.field, violation.description);
+    }
+}
+
+fn event_types(types: &[String]) -> String {
+    if types.is_empty() {
+        "all".to_owned()
+    } else {
+        types.join(",")
     }
 }
 

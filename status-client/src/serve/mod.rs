@@ -284,7 +284,7 @@ async fn run(
 
 /// A future that completes on SIGTERM (how containers are stopped) or SIGINT (Ctrl-C); the
 /// handlers are installed when this is called, not when the future is first polled.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

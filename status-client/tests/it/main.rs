@@ -8,3 +8,5 @@ mod support;
 mod telemetry;
 mod tls;
 mod unreachable;
+mod webhooks_calls;
+mod webhooks_listen;

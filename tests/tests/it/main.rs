@@ -10,3 +10,5 @@ mod telemetry_metrics;
 mod telemetry_support;
 mod telemetry_traces;
 mod tls;
+mod webhook_traces;
+mod webhooks_cli;

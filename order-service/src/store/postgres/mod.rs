@@ -18,6 +18,7 @@ mod prune;
 mod rows;
 mod schema;
 mod tailer;
+mod webhooks;
 mod writer;
 
 pub use self::connect::PostgresSettings;

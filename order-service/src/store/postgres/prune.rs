@@ -72,5 +72,17 @@ pub(super) async fn prune(pool: &Pool, retention: Retention) -> Result<(), Error
     if deleted_keys > 0 {
         tracing::info!(deleted = deleted_keys, "pruned old idempotency keys");
     }
+    tx.execute(
+        "DELETE FROM webhook_deliveries WHERE attempt_time < $1",
+        &[&event_cutoff.0],
+    )
+    .await
+    .map_err(into_error)?;
+    tx.execute(
+        "DELETE FROM webhook_idempotency_keys WHERE created_at < $1",
+        &[&key_cutoff.0],
+    )
+    .await
+    .map_err(into_error)?;
     tx.commit().await.map_err(into_error)
 }

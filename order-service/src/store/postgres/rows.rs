@@ -12,7 +12,8 @@ use tokio_postgres::error::SqlState;
 pub(super) const ORDER_COLUMNS: &str = "order_id, customer_id, currency, items, total_cents, status, version, create_time, update_time";
 
 /// Columns of `order_events` in the order [`event_from_row`] reads them.
-pub(super) const EVENT_COLUMNS: &str = "sequence, previous_status, event_time, snapshot";
+pub(super) const EVENT_COLUMNS: &str =
+    "sequence, previous_status, event_time, snapshot, trace_parent";
 
 /// Reads an order from a row selected with [`ORDER_COLUMNS`] starting at column `at`.
 pub(super) fn order_from_row(row: &Row, at: usize) -> Result<Order, Error> {
@@ -42,6 +43,7 @@ pub(super) fn event_from_row(row: &Row, at: usize) -> Result<OrderEvent, Error> 
         previous_status: OrderStatus::from_number(previous),
         event_time: UnixMicros(row.try_get(at + 2).map_err(Error::internal)?),
         order: record::decode_order(&snapshot).map_err(Error::internal)?,
+        trace_parent: row.try_get(at + 4).map_err(Error::internal)?,
     })
 }
 

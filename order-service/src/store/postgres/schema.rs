@@ -68,6 +68,59 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO store_meta (name, value) VALUES ('events_pruned_through', 0);
     "#,
+    // Version 2: webhooks, and the writer's trace context kept with each event.
+    r#"
+    ALTER TABLE order_events ADD COLUMN trace_parent text;  -- W3C traceparent, NULL when untraced
+
+    -- Endpoints. seq gives creation order (listing and page tokens).
+    CREATE TABLE webhook_endpoints (
+        seq                    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        endpoint_id            text    NOT NULL UNIQUE,
+        url                    text    NOT NULL,
+        enabled                boolean NOT NULL,
+        event_types            text    NOT NULL,   -- JSON array of strings; [] = all
+        description            text    NOT NULL,
+        disabled_reason        text    NOT NULL DEFAULT '',
+        cursor                 bigint  NOT NULL,   -- delivered_through_sequence
+        create_time            bigint  NOT NULL,   -- microseconds since the Unix epoch
+        update_time            bigint  NOT NULL,
+        secret                 text    NOT NULL,   -- sealed (see webhooks::secrets)
+        previous_secret        text,
+        previous_secret_until  bigint,
+        failed_attempts        integer NOT NULL DEFAULT 0,  -- of the event after the cursor
+        next_attempt           bigint,
+        lease_owner            text,               -- the replica delivering it
+        lease_expires          timestamptz         -- by the database's clock
+    );
+
+    -- The delivery log: every attempt.
+    CREATE TABLE webhook_deliveries (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        endpoint_id     text    NOT NULL REFERENCES webhook_endpoints (endpoint_id) ON DELETE CASCADE,
+        webhook_id      text    NOT NULL,
+        sequence        bigint  NOT NULL,
+        attempt         integer NOT NULL,
+        attempt_time    bigint  NOT NULL,
+        http_status     integer NOT NULL,
+        error           text    NOT NULL,
+        latency_micros  bigint  NOT NULL,
+        next_attempt    bigint,
+        delivered       boolean NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);
+    CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries (attempt_time);
+
+    -- Idempotency of CreateWebhookEndpoint, per principal.
+    CREATE TABLE webhook_idempotency_keys (
+        principal    text   NOT NULL,
+        request_id   text   NOT NULL,
+        fingerprint  bytea  NOT NULL,
+        endpoint_id  text   NOT NULL,
+        created_at   bigint NOT NULL,
+        PRIMARY KEY (principal, request_id)
+    );
+    CREATE INDEX webhook_idempotency_keys_by_age ON webhook_idempotency_keys (created_at);
+    "#,
 ];
 
 /// Brings the schema to the newest version, waiting for a replica that is doing the same.

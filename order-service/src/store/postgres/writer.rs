@@ -83,6 +83,7 @@ struct PendingEvent {
     order: Order,
     previous_status: Option<OrderStatus>,
     reason: String,
+    trace_parent: Option<String>,
 }
 
 /// Why a write failed inside its savepoint.
@@ -272,6 +273,7 @@ async fn append_events(
     let mut times = Vec::with_capacity(events.len());
     let mut reasons = Vec::with_capacity(events.len());
     let mut snapshots = Vec::with_capacity(events.len());
+    let mut trace_parents = Vec::with_capacity(events.len());
     for (offset, event) in events.into_iter().enumerate() {
         sequences.push(first + offset as i64);
         order_ids.push(event.order.id.as_str().to_owned());
@@ -279,19 +281,27 @@ async fn append_events(
         times.push(event.order.update_time.0);
         snapshots.push(record::encode_order(&event.order));
         reasons.push(event.reason);
+        trace_parents.push(event.trace_parent);
     }
     let insert = tx
         .prepare_cached(
             "INSERT INTO order_events
-                 (sequence, order_id, previous_status, event_time, reason, snapshot)
+                 (sequence, order_id, previous_status, event_time, reason, snapshot,
+                  trace_parent)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::bigint[],
-                                  $5::text[], $6::text[])",
+                                  $5::text[], $6::text[], $7::text[])",
         )
         .await?;
     tx.execute(
         &insert,
         &[
-            &sequences, &order_ids, &previous, &times, &reasons, &snapshots,
+            &sequences,
+            &order_ids,
+            &previous,
+            &times,
+            &reasons,
+            &snapshots,
+            &trace_parents,
         ],
     )
     .await?;
@@ -370,11 +380,13 @@ async fn apply(
             order: order.clone(),
             previous_status: None,
             reason: String::new(),
+            trace_parent: write.trace_parent.clone(),
         }),
         Effect::Update { from, to } => Some(PendingEvent {
             order: to.clone(),
             previous_status: Some(from.status),
             reason: write.change.reason().to_owned(),
+            trace_parent: write.trace_parent.clone(),
         }),
         Effect::Unchanged(_) => None,
     };

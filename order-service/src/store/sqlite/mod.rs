@@ -8,6 +8,7 @@ mod readers;
 mod rows;
 mod schema;
 mod thread_exit;
+mod webhooks;
 mod write_health;
 mod writer;
 

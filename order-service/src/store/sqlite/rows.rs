@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 pub(super) const ORDER_COLUMNS: &str = "order_id, customer_id, currency, items, total_cents, status, version, create_time, update_time";
 
 /// Columns of `order_events` in the order [`event_from_row`] reads them.
-pub(super) const EVENT_COLUMNS: &str = "sequence, previous_status, event_time, snapshot";
+pub(super) const EVENT_COLUMNS: &str =
+    "sequence, previous_status, event_time, snapshot, trace_parent";
 
 /// Reads an order from a row selected with [`ORDER_COLUMNS`].
 pub(super) fn order_from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
@@ -38,6 +39,7 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<OrderEvent> {
         previous_status: OrderStatus::from_number(previous),
         event_time: UnixMicros(row.get(2)?),
         order: record::decode_order(&row.get::<_, String>(3)?).map_err(corrupt(3))?,
+        trace_parent: row.get(4)?,
     })
 }
 
@@ -77,7 +79,7 @@ pub(super) fn into_error(error: rusqlite::Error) -> Error {
     }
 }
 
-fn corrupt<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+pub(super) fn corrupt<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     index: usize,
 ) -> impl Fn(E) -> rusqlite::Error {
     move |error| {

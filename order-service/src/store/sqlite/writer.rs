@@ -35,6 +35,8 @@ pub(super) enum Command {
     Prune {
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// Run other work (webhook bookkeeping) on the writing connection; it answers itself.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Commit a one-row write, to learn whether writes succeed again after they failed.
     Probe {
         reply: oneshot::Sender<Result<(), Error>>,
@@ -90,6 +92,12 @@ impl Writer {
                     }
                     Command::Probe { reply } => {
                         let _ = reply.send(self.probe());
+                    }
+                    Command::Run(work) => {
+                        // A lost database file fails the work's own statements; its caller
+                        // hears of it through the work's answer.
+                        let _busy = self.health.busy();
+                        work(&mut self.conn);
                     }
                 }
             }
@@ -374,7 +382,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<(WriteOutcome, Option<Order
     let event = match &effect {
         Effect::Insert(order) => {
             insert_order(conn, order)?;
-            Some(append_event(conn, order, None, "")?)
+            Some(append_event(conn, order, None, "", write)?)
         }
         Effect::Update { from, to } => {
             update_order(conn, from, to)?;
@@ -383,6 +391,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<(WriteOutcome, Option<Order
                 to,
                 Some(from.status),
                 write.change.reason(),
+                write,
             )?)
         }
         Effect::Unchanged(_) => None,
@@ -463,12 +472,14 @@ fn append_event(
     order: &Order,
     previous_status: Option<OrderStatus>,
     reason: &str,
+    write: &Write,
 ) -> Result<OrderEvent, Error> {
     let snapshot = record::encode_order(order);
     let event_time = order.update_time;
     conn.prepare_cached(
-        "INSERT INTO order_events (order_id, previous_status, event_time, reason, snapshot)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO order_events
+             (order_id, previous_status, event_time, reason, snapshot, trace_parent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -476,7 +487,8 @@ fn append_event(
             previous_status.map_or(0, OrderStatus::number),
             event_time.0,
             reason,
-            snapshot
+            snapshot,
+            write.trace_parent
         ])
     })
     .map_err(into_error)?;
@@ -485,6 +497,7 @@ fn append_event(
         order: order.clone(),
         previous_status,
         event_time,
+        trace_parent: write.trace_parent.clone(),
     })
 }
 
@@ -524,5 +537,13 @@ fn prune(conn: &mut Connection, retention: Retention) -> rusqlite::Result<()> {
     if deleted_keys > 0 {
         tracing::info!(deleted = deleted_keys, "pruned old idempotency keys");
     }
+    tx.execute(
+        "DELETE FROM webhook_deliveries WHERE attempt_time < ?1",
+        params![event_cutoff.0],
+    )?;
+    tx.execute(
+        "DELETE FROM webhook_idempotency_keys WHERE created_at < ?1",
+        params![key_cutoff.0],
+    )?;
     tx.commit()
 }

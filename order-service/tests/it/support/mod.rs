@@ -29,6 +29,8 @@ pub const WRITER: &str = "writer-token-0123456789";
 pub const OTHER_WRITER: &str = "other-writer-token-0123456789";
 /// Token with orders.read only (principal "reader").
 pub const READER: &str = "reader-token-0123456789";
+/// Token with webhooks.admin only (principal "hook-admin").
+pub const HOOK_ADMIN: &str = "hook-admin-token-0123456789";
 
 /// Writes the tokens file of the three test tokens into `dir`.
 pub fn write_tokens_file(dir: &Path) -> PathBuf {
@@ -36,10 +38,12 @@ pub fn write_tokens_file(dir: &Path) -> PathBuf {
     let text = format!(
         "[[token]]\nprincipal = \"writer\"\nscopes = [\"orders.read\", \"orders.write\"]\nsha256 = \"{}\"\n\n\
          [[token]]\nprincipal = \"other-writer\"\nscopes = [\"orders.read\", \"orders.write\"]\nsha256 = \"{}\"\n\n\
-         [[token]]\nprincipal = \"reader\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n",
+         [[token]]\nprincipal = \"reader\"\nscopes = [\"orders.read\"]\nsha256 = \"{}\"\n\n\
+         [[token]]\nprincipal = \"hook-admin\"\nscopes = [\"webhooks.admin\"]\nsha256 = \"{}\"\n",
         sha(WRITER),
         sha(OTHER_WRITER),
-        sha(READER)
+        sha(READER),
+        sha(HOOK_ADMIN)
     );
     let path = dir.join("tokens.toml");
     std::fs::write(&path, text).unwrap();
@@ -138,6 +142,14 @@ impl TestServer {
         std::fs::write(&path, tokens).unwrap();
         let database = sqlite_url(dir.path());
         TestServer::start_with_tokens_at(dir, &path, &database, flags).await
+    }
+
+    /// Starts a server on the database at `database_url` (e.g. a PostgreSQL database shared
+    /// with other test servers), with the test tokens and extra flags.
+    pub async fn start_on_database(database_url: &str, flags: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = write_tokens_file(dir.path());
+        TestServer::start_with_tokens_at(dir, &tokens, database_url, flags).await
     }
 
     /// Starts a server on `database` with the tokens file at `tokens`; `dir` lives as long as
@@ -331,7 +343,12 @@ impl ServerProcess {
     /// Starts the binary on `addr` (port 0 allowed) with the database and tokens in `dir`, and
     /// waits for its "listening on" line.
     pub fn start(dir: &Path, addr: &str) -> ServerProcess {
-        ServerProcess::start_on(dir, addr, &sqlite_url(dir), &[])
+        ServerProcess::start_with(dir, addr, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra command-line flags.
+    pub fn start_with(dir: &Path, addr: &str, flags: &[&str]) -> ServerProcess {
+        ServerProcess::start_on(dir, addr, &sqlite_url(dir), flags)
     }
 
     /// Starts the binary on `addr` (port 0 allowed) with the tokens in `dir`, on the database
@@ -339,7 +356,8 @@ impl ServerProcess {
     pub fn start_on(dir: &Path, addr: &str, database: &str, flags: &[&str]) -> ServerProcess {
         let tokens = write_tokens_file(dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
-            .args(["--addr", addr, "--tokens-file"])
+            .args(["--addr", addr])
+            .arg("--tokens-file")
             .arg(&tokens)
             .arg("--database-url")
             .arg(database)
