@@ -180,7 +180,13 @@ impl Application {
                 schedule: settings.webhooks.schedule.clone(),
                 lease: settings.webhooks.lease,
                 secrets: settings.webhooks.secrets.clone(),
-                poll: crate::webhooks::dispatcher::POLL,
+                // One SQLite process sees every change itself (the API nudges the dispatcher,
+                // commits wake the workers): polling is only a fallback there. Replicas on
+                // PostgreSQL must notice each other's changes and renew their leases.
+                poll: match settings.database {
+                    Database::Sqlite(_) => crate::webhooks::dispatcher::SINGLE_PROCESS_POLL,
+                    Database::Postgres(_) => crate::webhooks::dispatcher::POLL,
+                },
             },
             observability.metrics.clone(),
         );

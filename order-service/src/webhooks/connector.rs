@@ -105,7 +105,14 @@ impl Connector {
         let mut refused = None;
         let mut last_error = None;
         for address in addresses {
-            if let Some(range) = self.allowed.refusal(address.ip()) {
+            let refusal = match self.allowed.refusal(address.ip()) {
+                // Plain http:// only inside the allowed networks, never across the internet.
+                None if !target.tls && !self.allowed.allows(address.ip()) => {
+                    Some("outside the allowed networks, which http:// URLs must stay inside")
+                }
+                refusal => refusal,
+            };
+            if let Some(range) = refusal {
                 refused.get_or_insert(ConnectError::Refused {
                     host: host.clone(),
                     address,

@@ -34,6 +34,8 @@ const PAGE: usize = 128;
 /// How often the supervisor claims endpoints and a waiting worker looks again without being
 /// woken (another replica's change, a lost wake-up), unless set otherwise.
 pub const POLL: Duration = Duration::from_secs(1);
+/// The same when one process owns the store (SQLite): it hears of every change itself.
+pub const SINGLE_PROCESS_POLL: Duration = Duration::from_secs(30);
 /// How long a worker waits after a store failure before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 

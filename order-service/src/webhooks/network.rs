@@ -180,10 +180,10 @@ pub struct TargetUrl {
     pub port: u16,
 }
 
-/// Checks a URL against the rules: absolute `https://` (or `http://` when the host is an IP
-/// address or `localhost`-like name whose addresses are all inside the allowed networks — known
-/// here only for literal IPs, so names are checked again at connect time), no user info, at most
-/// 2048 characters.
+/// Checks a URL against the rules: absolute, at most 2048 characters, no user information,
+/// `https://`, or `http://` for a host inside the allowed networks (a literal address must be
+/// inside them; a name is accepted when networks are configured, and every address it resolves
+/// to is checked when connecting), and no literal address in a non-public range unless allowed.
 pub fn check_url(text: &str, allowed: &AllowedNetworks) -> Result<TargetUrl, String> {
     if text.is_empty() {
         return Err("is required".into());
