@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
+/// How much the health check's probe write takes on disk (WAL frames) while writes are failing:
+/// room for several batches of orders, so that a probe succeeding means writes can succeed.
+const PROBE_ROOM_BYTES: i64 = 256 * 1024;
 
 /// Work for the writer thread.
 pub(super) enum Command {
@@ -219,8 +222,10 @@ impl Writer {
         }
     }
 
-    /// Commits a one-row change to `store_meta`: a real write (a WAL frame and a sync) that
-    /// tells whether writes succeed, without touching any order.
+    /// Commits a change to `store_meta` as large as [`PROBE_ROOM_BYTES`]: a real write (WAL
+    /// frames and a sync) that tells whether writes succeed, without touching any order. Its
+    /// size matters: a one-row probe fitted into space a full disk still had while every create
+    /// failed, so health said SERVING (and never NOT_SERVING) while no order could be made.
     fn probe(&mut self) -> Result<(), Error> {
         if let Some(lost) = self.health.lost() {
             return Err(unavailable(&lost));
@@ -234,6 +239,12 @@ impl Writer {
                     "INSERT INTO store_meta (name, value) VALUES ('write_probe', ?1)
                      ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     params![UnixMicros::now().0],
+                )?;
+                // Rewritten whole on every probe, so its pages go to the WAL each time.
+                tx.execute(
+                    "INSERT INTO store_meta (name, value) VALUES ('write_probe_room', zeroblob(?1))
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    params![PROBE_ROOM_BYTES],
                 )?;
                 tx.commit()
             });
