@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use futures::future::BoxFuture;
-use futures::{Stream, TryStreamExt, stream};
 use order_status_telemetry::Metrics;
 use order_status_telemetry::grpc::{AttemptNumber, finish_logical_call, logical_call_span};
 use orders_proto::v1::order_service_client::OrderServiceClient;
@@ -27,6 +27,7 @@ use crate::auth::AuthInterceptor;
 use crate::channel::{Pick, ReplicaService, Replicas};
 use crate::error::{ClientError, readable};
 use crate::idempotency::new_request_id;
+use crate::pages;
 use crate::retry::{RetryPolicy, RetryThrottle, is_rate_limited, is_retryable};
 use crate::settings::{Settings, SettingsError};
 use crate::watch::OrderEventStream;
@@ -223,25 +224,11 @@ impl Client {
         options: CallOptions,
     ) -> impl Stream<Item = Result<Order, ClientError>> + Send + 'static {
         let client = self.clone();
-        stream::try_unfold(Some(request), move |next| {
+        pages::every_item(request, move |request| {
             let client = client.clone();
             let options = options.clone();
-            async move {
-                let Some(request) = next else {
-                    return Ok::<_, ClientError>(None);
-                };
-                let page = client.list_orders(request.clone(), options).await?;
-                let following = (!page.next_page_token.is_empty()).then_some(ListOrdersRequest {
-                    page_token: page.next_page_token,
-                    ..request
-                });
-                Ok(Some((
-                    stream::iter(page.orders.into_iter().map(Ok)),
-                    following,
-                )))
-            }
+            async move { client.list_orders(request, options).await }
         })
-        .try_flatten()
     }
 
     /// Moves an order to a new status; the idempotency key is chosen as for

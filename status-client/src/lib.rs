@@ -40,6 +40,7 @@ mod client;
 pub mod error;
 mod idempotency;
 mod order_status;
+mod pages;
 pub mod retry;
 pub mod serve;
 pub mod settings;

@@ -1,7 +1,7 @@
 //! `orders.v1.WebhookService` calls on [`Client`], with the same replicas, token, deadline,
 //! retries and idempotency keys as the `OrderService` calls.
 
-use futures::{Stream, TryStreamExt, stream};
+use futures::Stream;
 use orders_proto::v1::webhook_service_client::WebhookServiceClient;
 use orders_proto::v1::{
     CreateWebhookEndpointRequest, CreateWebhookEndpointResponse, DeleteWebhookEndpointRequest,
@@ -13,6 +13,7 @@ use orders_proto::v1::{
 
 use crate::client::{CallOptions, Client, idempotency_key};
 use crate::error::ClientError;
+use crate::pages;
 
 /// The gRPC service name, as it appears in span names and the `rpc.service` attribute.
 const SERVICE: &str = orders_proto::WEBHOOK_SERVICE_NAME;
@@ -98,28 +99,11 @@ impl Client {
         options: CallOptions,
     ) -> impl Stream<Item = Result<WebhookEndpoint, ClientError>> + Send + 'static {
         let client = self.clone();
-        stream::try_unfold(Some(request), move |next| {
+        pages::every_item(request, move |request| {
             let client = client.clone();
             let options = options.clone();
-            async move {
-                let Some(request) = next else {
-                    return Ok::<_, ClientError>(None);
-                };
-                let page = client
-                    .list_webhook_endpoints(request.clone(), options)
-                    .await?;
-                let following =
-                    (!page.next_page_token.is_empty()).then_some(ListWebhookEndpointsRequest {
-                        page_token: page.next_page_token,
-                        ..request
-                    });
-                Ok(Some((
-                    stream::iter(page.endpoints.into_iter().map(Ok)),
-                    following,
-                )))
-            }
+            async move { client.list_webhook_endpoints(request, options).await }
         })
-        .try_flatten()
     }
 
     /// Changes a webhook endpoint (URL, enabled, event types, description; empty or unset
@@ -229,28 +213,11 @@ impl Client {
         options: CallOptions,
     ) -> impl Stream<Item = Result<WebhookDelivery, ClientError>> + Send + 'static {
         let client = self.clone();
-        stream::try_unfold(Some(request), move |next| {
+        pages::every_item(request, move |request| {
             let client = client.clone();
             let options = options.clone();
-            async move {
-                let Some(request) = next else {
-                    return Ok::<_, ClientError>(None);
-                };
-                let page = client
-                    .list_webhook_deliveries(request.clone(), options)
-                    .await?;
-                let following =
-                    (!page.next_page_token.is_empty()).then_some(ListWebhookDeliveriesRequest {
-                        page_token: page.next_page_token,
-                        ..request
-                    });
-                Ok(Some((
-                    stream::iter(page.deliveries.into_iter().map(Ok)),
-                    following,
-                )))
-            }
+            async move { client.list_webhook_deliveries(request, options).await }
         })
-        .try_flatten()
     }
 
     /// Restarts an endpoint's delivery after `after_sequence` (which must still be retained,
