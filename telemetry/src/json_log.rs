@@ -18,7 +18,7 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::logs::current_trace_ids;
+use crate::logs::event_trace_ids;
 
 /// Formats a span's fields as JSON object members, for [`JsonLine`] to copy into its lines.
 #[derive(Debug, Default, Clone, Copy)]
@@ -84,7 +84,7 @@ where
             write_json_string(&mut writer, span.name())?;
             writer.write_char('}')?;
         }
-        if let Some((trace_id, span_id)) = current_trace_ids() {
+        if let Some((trace_id, span_id)) = event_trace_ids(ctx) {
             write!(
                 writer,
                 ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""

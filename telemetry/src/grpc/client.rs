@@ -12,11 +12,10 @@ use tonic::codegen::BoxFuture;
 use tonic::codegen::Bytes;
 use tower::{Layer, Service};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::call::{CallRecord, Side, split_path};
 use crate::metrics::Metrics;
-use crate::propagation::{inject_context, inject_current};
+use crate::propagation::{context_of, inject_context, inject_current};
 
 /// Which attempt of a logical call a request is (1 for the first). A retry loop puts it in
 /// the request's extensions (`tonic::Request::extensions_mut`); the attempt span then
@@ -119,7 +118,7 @@ where
             rpc.grpc.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let context = span.context();
+        let context = context_of(&span);
         if opentelemetry::trace::TraceContextExt::span(&context)
             .span_context()
             .is_valid()
