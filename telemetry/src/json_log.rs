@@ -179,24 +179,29 @@ struct JsonEscaped<W>(W);
 
 impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Byte by byte: every character to escape is ASCII, and no byte of a multi-byte UTF-8
+        // character is below 0x80, so plain runs (almost every value) are found without
+        // decoding characters and written with one copy.
+        let bytes = text.as_bytes();
         let mut plain_from = 0;
-        for (index, character) in text.char_indices() {
-            let escape = match character {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                control if u32::from(control) < 0x20 => "",
+        for (index, &byte) in bytes.iter().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                control if control < 0x20 => "",
                 _ => continue,
             };
+            // `index` is at an ASCII byte, so both slices end on character boundaries.
             self.0.write_str(&text[plain_from..index])?;
             if escape.is_empty() {
-                write!(self.0, "\\u{:04x}", u32::from(character))?;
+                write!(self.0, "\\u{byte:04x}")?;
             } else {
                 self.0.write_str(escape)?;
             }
-            plain_from = index + character.len_utf8();
+            plain_from = index + 1;
         }
         self.0.write_str(&text[plain_from..])
     }
