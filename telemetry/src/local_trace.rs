@@ -86,7 +86,6 @@ fn child_span(
         false,
         parent_span_context.trace_state().clone(),
     );
-    drop(parent_span);
     LocalSpan::new(span_context, parent)
 }
 
@@ -163,7 +162,6 @@ pub(crate) fn set_parent(span: &tracing::Span, parent: &Context) -> bool {
         } else {
             local.span_context.clone()
         };
-        drop(parent_span);
         *local = LocalSpan::new(span_context, parent);
     })
     .is_some()
@@ -178,11 +176,8 @@ where
     R: LookupSpan<'a> + 'a,
 {
     scope.find_map(|span| {
-        span.extensions().get::<LocalSpan>().map(|local| {
-            (
-                local.span_context.trace_id(),
-                local.span_context.span_id(),
-            )
-        })
+        span.extensions()
+            .get::<LocalSpan>()
+            .map(|local| (local.span_context.trace_id(), local.span_context.span_id()))
     })
 }

@@ -64,10 +64,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     // Without an exporter the ids are kept on the spans themselves.
-    if let Some(ids) = ctx
-        .event_scope()
-        .and_then(crate::local_trace::ids_in_scope)
-    {
+    if let Some(ids) = ctx.event_scope().and_then(crate::local_trace::ids_in_scope) {
         return Some(ids);
     }
     // The OpenTelemetry layer activates a span's context whenever the span is entered.

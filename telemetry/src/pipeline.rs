@@ -19,8 +19,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{ParentBasedRoot, SamplerConfig, TelemetryConfig};
 use crate::export::CountingSpanExporter;
-use crate::local_trace::LocalTraceLayer;
 use crate::exposition::PrometheusExposition;
+use crate::local_trace::LocalTraceLayer;
 use crate::metrics::Metrics;
 
 /// The instrumentation scope name of the project's spans and metrics.

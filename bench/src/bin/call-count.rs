@@ -5,9 +5,9 @@
 //! -z PID`), and after them `--after` (e.g. `callgrind_control -d PID`).
 
 use clap::Parser;
+use order_status_bench::canned;
 use orders_proto::v1 as pb;
 use orders_proto::v1::order_service_client::OrderServiceClient;
-use order_status_bench::canned;
 use std::process::Command;
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -56,16 +56,26 @@ async fn main() -> anyhow::Result<()> {
     create
         .metadata_mut()
         .insert("authorization", authorization.clone());
-    let order_id = client
-        .create_order(create)
-        .await?
-        .into_inner()
-        .order_id;
+    let order_id = client.create_order(create).await?.into_inner().order_id;
 
-    calls(&channel, &authorization, &order_id, args.warmup, args.in_flight).await?;
+    calls(
+        &channel,
+        &authorization,
+        &order_id,
+        args.warmup,
+        args.in_flight,
+    )
+    .await?;
     run(args.between.as_deref())?;
     let started = Instant::now();
-    calls(&channel, &authorization, &order_id, args.calls, args.in_flight).await?;
+    calls(
+        &channel,
+        &authorization,
+        &order_id,
+        args.calls,
+        args.in_flight,
+    )
+    .await?;
     let elapsed = started.elapsed();
     run(args.after.as_deref())?;
     println!(

@@ -15,11 +15,14 @@ use subtle::ConstantTimeEq;
 /// Distinct valid tokens remembered; a tokens file rarely holds more than a handful.
 const MAX_TOKENS: usize = 256;
 
+/// A remembered token and the index of its credential, by the keyed hash of the token.
+type Remembered = HashMap<u64, (Box<[u8]>, usize)>;
+
 /// Valid tokens seen, each with the index of its credential.
 #[derive(Debug, Default)]
 pub(super) struct KnownTokens {
     keys: RandomState,
-    tokens: RwLock<HashMap<u64, (Box<[u8]>, usize)>>,
+    tokens: RwLock<Remembered>,
 }
 
 impl KnownTokens {

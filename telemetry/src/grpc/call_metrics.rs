@@ -40,7 +40,12 @@ pub(crate) struct MethodMetrics {
 }
 
 impl MethodMetrics {
-    fn new(active: &UpDownCounter<i64>, duration: &Histogram<f64>, service: &str, method: &str) -> Self {
+    fn new(
+        active: &UpDownCounter<i64>,
+        duration: &Histogram<f64>,
+        service: &str,
+        method: &str,
+    ) -> Self {
         let attributes = [
             KeyValue::new("rpc.system", "grpc"),
             KeyValue::new("rpc.service", service.to_owned()),
@@ -127,7 +132,12 @@ impl MethodTable {
             return Arc::clone(found);
         }
         let (service, method) = split_path(path);
-        let made = Arc::new(MethodMetrics::new(&self.active, &self.duration, service, method));
+        let made = Arc::new(MethodMetrics::new(
+            &self.active,
+            &self.duration,
+            service,
+            method,
+        ));
         let mut methods = self
             .methods
             .write()

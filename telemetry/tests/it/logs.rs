@@ -179,7 +179,10 @@ fn without_an_exporter_lines_carry_ids_and_the_callers_trace_goes_on() {
     assert_eq!(store["trace_id"], CALLER_TRACE);
     let call_span = call["span_id"].as_str().unwrap();
     assert_eq!(call_span.len(), 16, "{call}");
-    assert_ne!(call_span, "00f067aa0ba902b7", "the call has a span id of its own");
+    assert_ne!(
+        call_span, "00f067aa0ba902b7",
+        "the call has a span id of its own"
+    );
     assert_ne!(store["span_id"], call_span, "{store}");
     assert_eq!(
         outgoing["traceparent"],
@@ -187,6 +190,9 @@ fn without_an_exporter_lines_carry_ids_and_the_callers_trace_goes_on() {
     );
     let other = line("in another call");
     let other_trace = other["trace_id"].as_str().unwrap();
-    assert!(other_trace.len() == 32 && other_trace != CALLER_TRACE, "{other}");
+    assert!(
+        other_trace.len() == 32 && other_trace != CALLER_TRACE,
+        "{other}"
+    );
     assert!(line("outside any span").get("trace_id").is_none());
 }
