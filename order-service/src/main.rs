@@ -23,6 +23,13 @@ const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
 /// pages as they are freed. Its cost (an madvise per page that falls empty) did not show in
 /// `bench`: GetOrder's server CPU was 2.15× bare tonic's with 0 and with 10 ms (4 runs each).
 const PURGE_DELAY_MS: &str = "0";
+/// The mimalloc option that says whether an arena's memory is committed when it is reserved.
+const ARENA_EAGER_COMMIT_VARIABLE: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+/// By default mimalloc commits its whole first arena up front on Linux; the kernel then backs
+/// what the allocator touches with transparent huge pages, so an idle service held 18 MiB of
+/// anonymous memory (32 MB RSS) for about 2 MiB of live allocations. Committing as needed
+/// leaves it at 2.6 MiB (15 MB RSS).
+const ARENA_EAGER_COMMIT: &str = "0";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,7 +70,8 @@ fn main() -> ExitCode {
     runtime.block_on(serve(settings))
 }
 
-/// Sets mimalloc's purge delay ([`PURGE_DELAY_MS`]) unless the environment already chose one.
+/// Sets mimalloc's purge delay ([`PURGE_DELAY_MS`]) unless the environment already chose one,
+/// and with it the arena commit mode ([`ARENA_EAGER_COMMIT`]) unless that was chosen too.
 /// mimalloc reads its options from the environment before `main` runs, and its C API would need
 /// `unsafe` (forbidden here), so the process executes itself again, once, with the variable set:
 /// same pid, arguments, descriptors and limits. If that fails, it runs on with mimalloc's default.
@@ -92,6 +100,10 @@ fn give_freed_memory_back_promptly() {
         .arg0(program)
         .args(args)
         .env(PURGE_DELAY_VARIABLE, PURGE_DELAY_MS)
+        .env(
+            ARENA_EAGER_COMMIT_VARIABLE,
+            std::env::var_os(ARENA_EAGER_COMMIT_VARIABLE).unwrap_or(ARENA_EAGER_COMMIT.into()),
+        )
         .exec();
     eprintln!(
         "order-service: could not restart with {PURGE_DELAY_VARIABLE}={PURGE_DELAY_MS} ({error}); \

@@ -7,6 +7,7 @@
 //! kept as the members of an object (`"a":1,"b":"x"`), appended to as fields are recorded, and
 //! copied into each line as they are.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
@@ -18,17 +19,46 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::logs::current_trace_ids;
+use crate::logs::event_trace_ids;
 
 /// Formats a span's fields as JSON object members, for [`JsonLine`] to copy into its lines.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct JsonSpanFields;
 
+thread_local! {
+    /// Where a span's members are put together before going into the span's (new, empty)
+    /// string in one write, so that string is allocated once at its final size instead of
+    /// growing through 8, 16, 32… bytes with a copy each time.
+    static MEMBERS: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The scratch string is given back its memory past this size (a span with a huge field).
+const MEMBERS_KEPT_BYTES: usize = 16 * 1024;
+
 impl<'writer> FormatFields<'writer> for JsonSpanFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut members = JsonMembers::new(writer, false);
-        fields.record(&mut members);
-        members.result
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        MEMBERS.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                let mut members = JsonMembers::new(Writer::new(&mut *scratch), false);
+                fields.record(&mut members);
+                let written = members.result.and_then(|()| writer.write_str(&scratch));
+                if scratch.capacity() > MEMBERS_KEPT_BYTES {
+                    *scratch = String::new();
+                }
+                written
+            }
+            // A field's value made a span while being formatted: format this one in place.
+            Err(_) => {
+                let mut members = JsonMembers::new(writer, false);
+                fields.record(&mut members);
+                members.result
+            }
+        })
     }
 
     fn add_fields(
@@ -61,7 +91,7 @@ where
     ) -> fmt::Result {
         let metadata = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        write_timestamp(&mut writer)?;
         write!(writer, "\",\"level\":\"{}\"", metadata.level())?;
 
         let mut members = JsonMembers::new(writer.by_ref(), true);
@@ -84,7 +114,7 @@ where
             write_json_string(&mut writer, span.name())?;
             writer.write_char('}')?;
         }
-        if let Some((trace_id, span_id)) = current_trace_ids() {
+        if let Some((trace_id, span_id)) = event_trace_ids(ctx) {
             write!(
                 writer,
                 ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
@@ -92,6 +122,59 @@ where
         }
         writer.write_str("}\n")
     }
+}
+
+/// Writes the current time as tracing-subscriber's `SystemTime` does
+/// (`2026-12-01T07:12:41.123456Z`, UTC, microseconds), with one write instead of a dozen
+/// formatted pieces.
+fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    match since_epoch
+        .ok()
+        .and_then(|since| rfc3339_micros(since.as_secs(), since.subsec_micros()))
+    {
+        Some(text) => writer.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?),
+        // Before 1970 or after 9999: the general formatter.
+        None => SystemTime.format_time(writer),
+    }
+}
+
+/// `secs.micros` after the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, for years up to 9999.
+fn rfc3339_micros(secs: u64, micros: u32) -> Option<[u8; 27]> {
+    let days = secs / 86_400;
+    let of_day = secs % 86_400;
+    // Days to a civil date (Howard Hinnant's algorithm), with eras starting on 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let of_era = z % 146_097;
+    let year_of_era = (of_era - of_era / 1_460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let day_of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    if year > 9_999 {
+        return None;
+    }
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut digits = |at: usize, width: usize, mut value: u64| {
+        for position in (at..at + width).rev() {
+            text[position] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    digits(0, 4, year);
+    digits(5, 2, month);
+    digits(8, 2, day);
+    digits(11, 2, of_day / 3_600);
+    digits(14, 2, of_day % 3_600 / 60);
+    digits(17, 2, of_day % 60);
+    digits(20, 6, u64::from(micros));
+    Some(text)
 }
 
 /// Writes each visited field as a JSON object member, `,` between them (and before the first
@@ -179,24 +262,29 @@ struct JsonEscaped<W>(W);
 
 impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Byte by byte: every character to escape is ASCII, and no byte of a multi-byte UTF-8
+        // character is below 0x80, so plain runs (almost every value) are found without
+        // decoding characters and written with one copy.
+        let bytes = text.as_bytes();
         let mut plain_from = 0;
-        for (index, character) in text.char_indices() {
-            let escape = match character {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                control if u32::from(control) < 0x20 => "",
+        for (index, &byte) in bytes.iter().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                control if control < 0x20 => "",
                 _ => continue,
             };
+            // `index` is at an ASCII byte, so both slices end on character boundaries.
             self.0.write_str(&text[plain_from..index])?;
             if escape.is_empty() {
-                write!(self.0, "\\u{:04x}", u32::from(character))?;
+                write!(self.0, "\\u{byte:04x}")?;
             } else {
                 self.0.write_str(escape)?;
             }
-            plain_from = index + character.len_utf8();
+            plain_from = index + 1;
         }
         self.0.write_str(&text[plain_from..])
     }
@@ -222,6 +310,19 @@ mod tests {
         );
         let parsed: String = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed, text);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        let text = |secs, micros| {
+            String::from_utf8(rfc3339_micros(secs, micros).unwrap().to_vec()).unwrap()
+        };
+        assert_eq!(text(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(text(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(text(1_764_573_161, 123_456), "2025-12-01T07:12:41.123456Z");
+        assert_eq!(text(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+        assert_eq!(text(253_402_300_799, 0), "9999-12-31T23:59:59.000000Z");
+        assert!(rfc3339_micros(253_402_300_800, 0).is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod grpc;
 mod http_server;
 mod init;
 mod json_log;
+mod local_trace;
 mod log_writer;
 mod logs;
 mod metrics;

@@ -58,7 +58,15 @@ where
 
 /// The OpenTelemetry ids of the span an event happens in, if it has any (they print as the
 /// lower-case hex the W3C trace context uses).
-pub(crate) fn current_trace_ids() -> Option<(TraceId, SpanId)> {
+pub(crate) fn event_trace_ids<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<(TraceId, SpanId)>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    // Without an exporter the ids are kept on the spans themselves.
+    if let Some(ids) = ctx.event_scope().and_then(crate::local_trace::ids_in_scope) {
+        return Some(ids);
+    }
     // The OpenTelemetry layer activates a span's context whenever the span is entered.
     let context = opentelemetry::Context::current();
     let span = context.span();
@@ -82,7 +90,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Some((trace_id, span_id)) = current_trace_ids() else {
+        let Some((trace_id, span_id)) = event_trace_ids(ctx) else {
             return self.0.format_event(ctx, writer, event);
         };
         let mut line = String::new();

@@ -20,6 +20,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::config::{ParentBasedRoot, SamplerConfig, TelemetryConfig};
 use crate::export::CountingSpanExporter;
 use crate::exposition::PrometheusExposition;
+use crate::local_trace::LocalTraceLayer;
 use crate::metrics::Metrics;
 
 /// The instrumentation scope name of the project's spans and metrics.
@@ -65,6 +66,9 @@ pub struct Telemetry {
     metrics: Metrics,
     exposition: PrometheusExposition,
     traced_targets: Vec<String>,
+    /// The sampler, when no traces are exported: spans then get only a trace context (see
+    /// [`crate::local_trace`]), not OpenTelemetry spans nobody would read.
+    local_sampler: Option<Sampler>,
     /// The background log writer of [`crate::init`]; dropping it writes what is still queued.
     log_writer: Option<crate::log_writer::FlushGuard>,
 }
@@ -145,6 +149,10 @@ impl Telemetry {
             .build();
             tracer_builder = tracer_builder.with_span_processor(processor);
         }
+        let local_sampler = config
+            .traces_endpoint
+            .is_none()
+            .then(|| sampler(config.sampler));
         Ok(Self {
             tracer_provider: tracer_builder.build(),
             meter_provider,
@@ -152,13 +160,16 @@ impl Telemetry {
             metrics,
             exposition: PrometheusExposition::new(registry),
             traced_targets: config.traced_targets.clone(),
+            local_sampler,
             log_writer: None,
         })
     }
 
-    /// A layer turning the spans of the configured targets into OpenTelemetry spans. Spans
+    /// A layer turning the spans of the configured targets into OpenTelemetry spans when
+    /// traces are exported; without a traces endpoint, a layer giving them only their trace
+    /// context (ids for log lines, propagation in and out; see [`crate::local_trace`]). Spans
     /// of other targets (h2, hyper, tonic internals) are not seen by it at all.
-    pub fn tracing_layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
+    pub fn tracing_layer<S>(&self) -> Box<dyn Layer<S> + Send + Sync + 'static>
     where
         S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
     {
@@ -167,6 +178,11 @@ impl Telemetry {
                 .iter()
                 .map(|target| (target.clone(), Level::INFO)),
         );
+        if let Some(sampler) = &self.local_sampler {
+            return LocalTraceLayer::new(sampler.clone())
+                .with_filter(targets)
+                .boxed();
+        }
         tracing_opentelemetry::layer()
             .with_tracer(self.tracer_provider.tracer(SCOPE))
             // Source locations, targets, threads and busy/idle times would add six
@@ -176,6 +192,7 @@ impl Telemetry {
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_filter(targets)
+            .boxed()
     }
 
     /// The project's instruments.

@@ -65,7 +65,7 @@ pub fn inject_context(context: &Context, headers: &mut HeaderMap) {
 /// Writes the current span's context into outgoing headers: the tracing span when it is
 /// known to OpenTelemetry, else whatever OpenTelemetry context is active.
 pub fn inject_current(headers: &mut HeaderMap) {
-    let from_span = tracing::Span::current().context();
+    let from_span = context_of(&tracing::Span::current());
     let context = if from_span.span().span_context().is_valid() {
         from_span
     } else {
@@ -101,12 +101,18 @@ pub fn link_to_traceparent(span: &tracing::Span, traceparent: &str) -> bool {
     true
 }
 
+/// The OpenTelemetry context of `span`: its span context active, its parent's baggage; an
+/// empty context when no tracing layer knows `span`.
+pub fn context_of(span: &tracing::Span) -> Context {
+    crate::local_trace::context_of(span).unwrap_or_else(|| span.context())
+}
+
 /// Makes `span` a child of the trace described by `headers` when they carry one.
 /// Returns whether a valid remote parent was found.
 pub fn continue_trace_from(span: &tracing::Span, headers: &HeaderMap) -> bool {
     let parent = extract_context(headers);
     let remote = parent.span().span_context().is_valid();
-    if remote || !parent.baggage().is_empty() {
+    if (remote || !parent.baggage().is_empty()) && !crate::local_trace::set_parent(span, &parent) {
         // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
         let _ = span.set_parent(parent);
     }

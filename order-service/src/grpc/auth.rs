@@ -10,6 +10,7 @@
 //! certificate's principal; a call with a token acts as the token's.
 
 use super::error::status;
+use super::known_tokens::KnownTokens;
 use super::peer::PeerCertificate;
 use super::rate_limit::{PrincipalLimits, RateLimit, RateLimitEntry};
 use crate::domain::Principal;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tonic::{Code, Status};
 
@@ -214,6 +216,8 @@ pub struct TokenSet {
     rate_limits: PrincipalLimits,
     /// `[[client_cert]]` entries, in file order (the first that matches a certificate wins).
     certificates: Vec<CertificateCredential>,
+    /// Tokens already authenticated, so a token costs one SHA-256, not one per call.
+    known: Arc<KnownTokens>,
 }
 
 impl TokenSet {
@@ -284,6 +288,7 @@ impl TokenSet {
             credentials,
             rate_limits,
             certificates,
+            known: Arc::default(),
         })
     }
 
@@ -299,6 +304,7 @@ impl TokenSet {
             }],
             rate_limits: PrincipalLimits::default(),
             certificates: Vec::new(),
+            known: Arc::default(),
         };
         (set, token)
     }
@@ -310,14 +316,19 @@ impl TokenSet {
 
     /// The credential of `token`, comparing against every entry in constant time.
     fn authenticate(&self, token: &str) -> Option<&Credential> {
+        if let Some(index) = self.known.get(token.as_bytes()) {
+            return self.credentials.get(index);
+        }
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for credential in &self.credentials {
+        for (index, credential) in self.credentials.iter().enumerate() {
             if bool::from(credential.hash.ct_eq(&presented)) {
-                found = Some(credential);
+                found = Some(index);
             }
         }
-        found
+        let index = found?;
+        self.known.remember(token.as_bytes(), index);
+        self.credentials.get(index)
     }
 
     /// Checks the `authorization` header of a call to `method` of the order service.

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod deadline;
 pub mod error;
 pub mod gate;
+mod known_tokens;
 pub mod orders;
 pub mod peer;
 pub mod rate_limit;

@@ -4,6 +4,7 @@
 //! call being dropped).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use tonic::body::Body as TonicBody;
 use tonic::codegen::Bytes;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::Metrics;
+use super::call_metrics::MethodMetrics;
 
 /// Which end of the call this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,43 +90,24 @@ fn code_from_http_status(status: http::StatusCode) -> Code {
     }
 }
 
-/// The span, timer and metric attributes of one call until its status is known.
+/// The span, timer and metric instruments of one call until its status is known.
 pub(crate) struct CallRecord {
     span: tracing::Span,
     side: Side,
     started: Instant,
-    metrics: Metrics,
-    /// `rpc.system`, `rpc.service`, `rpc.method`: the attributes of every metric point.
-    attributes: Vec<KeyValue>,
-    /// `service/method`, for the server's one log line per call.
-    path: String,
+    /// The instruments of the call's method, bound to its attributes.
+    method: Arc<MethodMetrics>,
     finished: bool,
 }
 
 impl CallRecord {
-    pub(crate) fn start(
-        span: tracing::Span,
-        side: Side,
-        metrics: Metrics,
-        service: &str,
-        method: &str,
-    ) -> Self {
-        let attributes = vec![
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", service.to_owned()),
-            KeyValue::new("rpc.method", method.to_owned()),
-        ];
-        match side {
-            Side::Server => metrics.server_active.add(1, &attributes),
-            Side::Client => metrics.client_active.add(1, &attributes),
-        }
+    pub(crate) fn start(span: tracing::Span, side: Side, method: Arc<MethodMetrics>) -> Self {
+        method.started();
         Self {
             span,
             side,
             started: Instant::now(),
-            metrics,
-            attributes,
-            path: format!("{service}/{method}"),
+            method,
             finished: false,
         }
     }
@@ -184,29 +166,22 @@ impl CallRecord {
                 ],
             );
         }
-        let mut attributes = self.attributes.clone();
-        attributes.push(KeyValue::new("rpc.grpc.status_code", code as i64));
-        match self.side {
-            Side::Server => {
-                self.metrics.server_active.add(-1, &self.attributes);
-                self.metrics.server_duration.record(elapsed, &attributes);
+        self.method.finished(code, elapsed);
+        if self.side == Side::Server {
+            {
                 // The server's access log: one line per call, inside the call's span (which
                 // carries the principal once auth recorded it; never a token). The span is
                 // entered, not only named as parent: entering makes its OpenTelemetry context
                 // current, and that is where the line takes its trace_id and span_id from.
                 let latency_ms = elapsed * 1e3;
                 let code = code_name(code);
-                let method = self.path.as_str();
+                let method = self.method.path();
                 let _entered = self.span.enter();
                 if matches!(code, "INTERNAL" | "UNKNOWN" | "DATA_LOSS") {
                     tracing::warn!(method, code, latency_ms, "call finished");
                 } else {
                     tracing::info!(method, code, latency_ms, "call finished");
                 }
-            }
-            Side::Client => {
-                self.metrics.client_active.add(-1, &self.attributes);
-                self.metrics.client_duration.record(elapsed, &attributes);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! `traceparent`/`tracestate`/`baggage` injected into the request headers, the gRPC status
 //! recorded, and attempt duration and attempts in flight measured.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -12,11 +13,11 @@ use tonic::codegen::BoxFuture;
 use tonic::codegen::Bytes;
 use tower::{Layer, Service};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::call::{CallRecord, Side, split_path};
+use super::call::{CallRecord, Side};
+use super::call_metrics::MethodTable;
 use crate::metrics::Metrics;
-use crate::propagation::{inject_context, inject_current};
+use crate::propagation::{context_of, inject_context, inject_current};
 
 /// Which attempt of a logical call a request is (1 for the first). A retry loop puts it in
 /// the request's extensions (`tonic::Request::extensions_mut`); the attempt span then
@@ -27,7 +28,7 @@ pub struct AttemptNumber(pub u32);
 /// Observes every call made through the wrapped channel; see the module documentation.
 #[derive(Clone, Debug)]
 pub struct GrpcClientLayer {
-    metrics: Metrics,
+    methods: Arc<MethodTable>,
     server: Option<(String, u16)>,
 }
 
@@ -35,7 +36,7 @@ impl GrpcClientLayer {
     /// Records into `metrics`.
     pub fn new(metrics: Metrics) -> Self {
         Self {
-            metrics,
+            methods: Arc::new(MethodTable::new(&metrics, Side::Client)),
             server: None,
         }
     }
@@ -62,7 +63,7 @@ impl<S> Layer<S> for GrpcClientLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GrpcClientService {
             inner,
-            metrics: self.metrics.clone(),
+            methods: Arc::clone(&self.methods),
             server: self.server.clone(),
         }
     }
@@ -72,7 +73,7 @@ impl<S> Layer<S> for GrpcClientLayer {
 #[derive(Clone, Debug)]
 pub struct GrpcClientService<S> {
     inner: S,
-    metrics: Metrics,
+    methods: Arc<MethodTable>,
     server: Option<(String, u16)>,
 }
 
@@ -93,8 +94,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        let (service, method) = split_path(&path);
+        let method = self.methods.method(request.uri().path());
         let (address, port) = match (&self.server, request.uri().authority()) {
             (Some((host, port)), _) => (Some(host.clone()), Some(*port)),
             (None, Some(authority)) => (Some(authority.host().to_owned()), authority.port_u16()),
@@ -108,18 +108,18 @@ where
         let span = tracing::info_span!(
             target: "order_status_telemetry::grpc",
             "grpc.client",
-            otel.name = %format_args!("{service}/{method}"),
+            otel.name = method.path(),
             otel.kind = "client",
             rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
+            rpc.service = method.service(),
+            rpc.method = method.method(),
             server.address = address,
             server.port = port.map(i64::from),
             rpc.attempt = attempt,
             rpc.grpc.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let context = span.context();
+        let context = context_of(&span);
         if opentelemetry::trace::TraceContextExt::span(&context)
             .span_context()
             .is_valid()
@@ -129,13 +129,7 @@ where
             // No OpenTelemetry layer sees this span; still pass on any trace we are part of.
             inject_current(request.headers_mut());
         }
-        let mut call = CallRecord::start(
-            span.clone(),
-            Side::Client,
-            self.metrics.clone(),
-            service,
-            method,
-        );
+        let mut call = CallRecord::start(span.clone(), Side::Client, method);
 
         let response = {
             let _entered = span.enter();

@@ -3,6 +3,7 @@
 //! OpenTelemetry RPC semantic conventions, W3C propagation and call metrics.
 
 mod call;
+mod call_metrics;
 mod client;
 mod logical_call;
 mod server;

@@ -14,7 +14,8 @@ use tonic::codegen::Bytes;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::call::{CallRecord, Side, split_path};
+use super::call::{CallRecord, Side};
+use super::call_metrics::MethodTable;
 use crate::metrics::Metrics;
 use crate::propagation::continue_trace_from;
 
@@ -34,7 +35,7 @@ pub fn record_principal(extensions: &http::Extensions, principal: &str) {
 /// Observes every call of the wrapped gRPC server; see the module documentation.
 #[derive(Clone, Debug)]
 pub struct GrpcServerLayer {
-    metrics: Metrics,
+    methods: Arc<MethodTable>,
     untraced_services: Arc<[String]>,
 }
 
@@ -42,7 +43,7 @@ impl GrpcServerLayer {
     /// Records into `metrics`.
     pub fn new(metrics: Metrics) -> Self {
         Self {
-            metrics,
+            methods: Arc::new(MethodTable::new(&metrics, Side::Server)),
             untraced_services: Arc::from([]),
         }
     }
@@ -65,7 +66,7 @@ impl<S> Layer<S> for GrpcServerLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GrpcServerService {
             inner,
-            metrics: self.metrics.clone(),
+            methods: Arc::clone(&self.methods),
             untraced_services: Arc::clone(&self.untraced_services),
         }
     }
@@ -75,7 +76,7 @@ impl<S> Layer<S> for GrpcServerLayer {
 #[derive(Clone, Debug)]
 pub struct GrpcServerService<S> {
     inner: S,
-    metrics: Metrics,
+    methods: Arc<MethodTable>,
     untraced_services: Arc<[String]>,
 }
 
@@ -96,21 +97,23 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        let (service, method) = split_path(&path);
-        let authority = request.uri().authority().cloned();
-        let traced = !self.untraced_services.iter().any(|name| name == service);
+        let method = self.methods.method(request.uri().path());
+        let authority = request.uri().authority();
+        let traced = !self
+            .untraced_services
+            .iter()
+            .any(|name| name == method.service());
         let span = if traced {
             tracing::info_span!(
                 target: "order_status_telemetry::grpc",
                 "grpc.server",
-                otel.name = %format_args!("{service}/{method}"),
+                otel.name = method.path(),
                 otel.kind = "server",
                 rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %method,
-                server.address = authority.as_ref().map(|a| a.host()),
-                server.port = authority.as_ref().and_then(|a| a.port_u16()).map(i64::from),
+                rpc.service = method.service(),
+                rpc.method = method.method(),
+                server.address = authority.map(|a| a.host()),
+                server.port = authority.and_then(|a| a.port_u16()).map(i64::from),
                 rpc.grpc.status_code = tracing::field::Empty,
                 error.type = tracing::field::Empty,
                 principal = tracing::field::Empty,
@@ -119,13 +122,7 @@ where
             tracing::Span::none()
         };
         continue_trace_from(&span, request.headers());
-        let mut call = CallRecord::start(
-            span.clone(),
-            Side::Server,
-            self.metrics.clone(),
-            service,
-            method,
-        );
+        let mut call = CallRecord::start(span.clone(), Side::Server, method);
         request
             .extensions_mut()
             .insert(ServerCallSpan(span.clone()));

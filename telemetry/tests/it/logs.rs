@@ -129,3 +129,70 @@ fn json_lines_carry_the_span_fields_recorded_so_far_and_escape_every_value() {
     assert_eq!(plain["message"], "no fields, no span");
     assert!(plain.get("span").is_none(), "{plain}");
 }
+
+/// With no exporter the spans are not OpenTelemetry spans, yet every line made in one still
+/// carries its ids, a caller's `traceparent` is continued and passed on to outgoing calls.
+#[test]
+fn without_an_exporter_lines_carry_ids_and_the_callers_trace_goes_on() {
+    use order_status_telemetry::propagation::{continue_trace_from, inject_current};
+
+    const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let telemetry = Telemetry::build(&config(None)).unwrap();
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(log_layer(LogFormat::Json, "info", logs.clone()).unwrap())
+        .with(telemetry.tracing_layer());
+    let mut outgoing = http::HeaderMap::new();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut incoming = http::HeaderMap::new();
+        incoming.insert(
+            "traceparent",
+            format!("00-{CALLER_TRACE}-00f067aa0ba902b7-01")
+                .parse()
+                .unwrap(),
+        );
+        let call = tracing::info_span!(target: "order_service", "grpc.server");
+        assert!(continue_trace_from(&call, &incoming));
+        call.in_scope(|| {
+            tracing::info!(target: "order_service", "in the call");
+            inject_current(&mut outgoing);
+            tracing::info_span!(target: "order_service", "store")
+                .in_scope(|| tracing::info!(target: "order_service", "in the store"));
+        });
+        let own = tracing::info_span!(target: "order_service", "another call");
+        own.in_scope(|| tracing::info!(target: "order_service", "in another call"));
+        tracing::info!(target: "order_service", "outside any span");
+    });
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let line = |message: &str| {
+        lines
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no line {message:?} in {lines:?}"))
+    };
+    let (call, store) = (line("in the call"), line("in the store"));
+    assert_eq!(call["trace_id"], CALLER_TRACE);
+    assert_eq!(store["trace_id"], CALLER_TRACE);
+    let call_span = call["span_id"].as_str().unwrap();
+    assert_eq!(call_span.len(), 16, "{call}");
+    assert_ne!(
+        call_span, "00f067aa0ba902b7",
+        "the call has a span id of its own"
+    );
+    assert_ne!(store["span_id"], call_span, "{store}");
+    assert_eq!(
+        outgoing["traceparent"],
+        format!("00-{CALLER_TRACE}-{call_span}-01").as_str()
+    );
+    let other = line("in another call");
+    let other_trace = other["trace_id"].as_str().unwrap();
+    assert!(
+        other_trace.len() == 32 && other_trace != CALLER_TRACE,
+        "{other}"
+    );
+    assert!(line("outside any span").get("trace_id").is_none());
+}
