@@ -15,13 +15,27 @@ pub fn generate() -> String {
     hex::encode(bytes)
 }
 
-/// Writes the TOML tokens file giving `token` both scopes.
+/// Writes the TOML tokens file giving `token` both order scopes.
 pub fn write_tokens_file(path: &Path, token: &str) -> std::io::Result<()> {
+    write_tokens_file_with_scopes(path, token, &["orders.read", "orders.write"])
+}
+
+/// Writes the TOML tokens file giving `token` the scopes named (such as `webhooks.admin`).
+pub fn write_tokens_file_with_scopes(
+    path: &Path,
+    token: &str,
+    scopes: &[&str],
+) -> std::io::Result<()> {
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let scopes = scopes
+        .iter()
+        .map(|scope| format!("\"{scope}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     std::fs::write(
         path,
         format!(
-            "[[token]]\nprincipal = \"{PRINCIPAL}\"\nscopes = [\"orders.read\", \"orders.write\"]\nsha256 = \"{hash}\"\n"
+            "[[token]]\nprincipal = \"{PRINCIPAL}\"\nscopes = [{scopes}]\nsha256 = \"{hash}\"\n"
         ),
     )
 }
