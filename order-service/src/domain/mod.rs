@@ -19,7 +19,10 @@ pub use order::{
     Change, CreateOrder, Currency, CustomerId, LineItem, MAX_ITEMS, MAX_QUANTITY, MAX_REASON_CHARS,
     NewOrder, Order, OrderEvent, OrderId, RawLineItem, Sku, UpdateStatus, Write, WriteOutcome,
 };
-pub use page::{DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, Page};
+pub use page::{
+    DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, Page, PageTokenError, decode_page_token,
+    page_size, page_token,
+};
 pub use status::OrderStatus;
 pub use time::UnixMicros;
 pub use validation::Violations;

@@ -1,4 +1,5 @@
-//! Listing: validated list queries and the opaque page tokens that carry a cursor between pages.
+//! Listing: page sizes, the opaque page tokens that carry a cursor between pages (for orders and
+//! for every other listing of the service), and validated order list queries.
 
 use super::{CustomerId, Error, Fingerprint, Order, OrderStatus, Violations};
 use base64::Engine as _;
@@ -8,6 +9,50 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Largest page; bigger requests are capped to it.
 pub const MAX_PAGE_SIZE: u32 = 1_000;
+
+/// The page size a list request asks for: 0 means [`DEFAULT_PAGE_SIZE`], more than
+/// [`MAX_PAGE_SIZE`] is capped to it, a negative one is refused (the text says why).
+pub fn page_size(requested: i32) -> Result<u32, String> {
+    match u32::try_from(requested) {
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(size) => Ok(size.min(MAX_PAGE_SIZE)),
+        Err(_) => Err(format!("must not be negative, got {requested}")),
+    }
+}
+
+/// Why a page token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageTokenError {
+    /// Not a token any listing issued.
+    NotIssued,
+    /// A token of another listing (other filters, another list).
+    OtherListing,
+}
+
+/// The opaque token of the page after `position` in the listing named by `tag` (a tag holds no
+/// `.`; the token is bound to it, so it cannot silently be used with another listing).
+pub fn page_token(position: i64, tag: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{position}.{tag}"))
+}
+
+/// The position a [`page_token`] of the listing `tag` carries.
+pub fn decode_page_token(token: &str, tag: &str) -> Result<i64, PageTokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| PageTokenError::NotIssued)?;
+    let text = String::from_utf8(bytes).map_err(|_| PageTokenError::NotIssued)?;
+    let (written, written_tag) = text.split_once('.').ok_or(PageTokenError::NotIssued)?;
+    let position: i64 = written.parse().map_err(|_| PageTokenError::NotIssued)?;
+    // Only the position as `page_token` writes it: `i64`'s parser also takes `+5` and `05`,
+    // which would make several tokens of one page, none of them issued here.
+    if position < 0 || position.to_string() != written {
+        return Err(PageTokenError::NotIssued);
+    }
+    if written_tag != tag {
+        return Err(PageTokenError::OtherListing);
+    }
+    Ok(position)
+}
 
 /// A validated `ListOrders` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +85,9 @@ impl ListQuery {
         customer_id: &str,
     ) -> Result<ListQuery, Error> {
         let mut violations = Violations::default();
-        let page_size = match u32::try_from(page_size) {
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(size) => size.min(MAX_PAGE_SIZE),
-            Err(_) => {
-                violations.add(
-                    "page_size",
-                    format!("must not be negative, got {page_size}"),
-                );
-                DEFAULT_PAGE_SIZE
-            }
-        };
+        let page_size = violations
+            .check("page_size", self::page_size(page_size))
+            .unwrap_or(DEFAULT_PAGE_SIZE);
         let status = match status {
             0 => None,
             number => {
@@ -82,24 +119,14 @@ impl ListQuery {
 
     /// The opaque token of the page that starts after `after`.
     pub fn page_token(&self, after: i64) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{after}.{}", self.filter_tag()))
+        page_token(after, &self.filter_tag())
     }
 
     fn decode_token(&self, token: &str) -> Result<i64, String> {
-        let invalid = || "is not a page token from this listing".to_owned();
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let (written, tag) = text.split_once('.').ok_or_else(invalid)?;
-        let after: i64 = written.parse().map_err(|_| invalid())?;
-        // Only the position as `page_token` writes it: `i64`'s parser also takes `+5` and
-        // `05`, which would make several tokens of one page, none of them issued here.
-        if after < 0 || after.to_string() != written {
-            return Err(invalid());
-        }
-        if tag != self.filter_tag() {
-            return Err("belongs to a listing with other filters".to_owned());
-        }
-        Ok(after)
+        decode_page_token(token, &self.filter_tag()).map_err(|error| match error {
+            PageTokenError::NotIssued => "is not a page token from this listing".to_owned(),
+            PageTokenError::OtherListing => "belongs to a listing with other filters".to_owned(),
+        })
     }
 
     /// A short tag of the filters, so a token cannot silently be used with other filters.

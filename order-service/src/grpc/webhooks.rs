@@ -4,7 +4,7 @@
 
 use super::context::principal;
 use super::convert::timestamp;
-use crate::domain::{Error, Fingerprint, RequestId, UnixMicros, Violations};
+use crate::domain::{self, Error, Fingerprint, RequestId, UnixMicros, Violations};
 use crate::store::OrderStore;
 use crate::store::webhooks::{
     CreateKey, DeliveryRow, EVENT_TYPES, EndpointRow, EndpointUpdate, NewEndpoint, WebhookStore,
@@ -12,18 +12,12 @@ use crate::store::webhooks::{
 use crate::webhooks::WebhookSettings;
 use crate::webhooks::dispatcher::Dispatcher;
 use crate::webhooks::network::check_url;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use order_status_webhooks::Secret;
 use orders_proto::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// Endpoints or deliveries per page unless the caller asks for another size.
-const DEFAULT_PAGE: usize = 50;
-/// Most per page.
-const MAX_PAGE: usize = 1000;
 /// How long a rotated-out secret keeps signing.
 const ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Longest description.
@@ -97,35 +91,32 @@ fn dedup(types: Vec<String>) -> Vec<String> {
     seen
 }
 
-fn page_size(value: i32) -> Result<usize, Error> {
-    match value {
-        0 => Ok(DEFAULT_PAGE),
-        n if n < 0 => Err(Error::invalid("page_size", "must not be negative")),
-        n => Ok((n as usize).min(MAX_PAGE)),
-    }
+/// The page size of a list request, checked and capped as for `ListOrders`.
+fn checked_page_size(requested: i32) -> Result<usize, Error> {
+    domain::page_size(requested)
+        .map(|size| size as usize)
+        .map_err(|why| Error::invalid("page_size", why))
 }
 
-fn encode_token(kind: &str, position: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{kind}:{position}"))
-}
-
-fn decode_token(kind: &str, token: &str, field: &str) -> Result<Option<i64>, Error> {
+/// The position a `page_token` of the listing `tag` carries (`None` for the first page).
+fn position(tag: &str, token: &str) -> Result<Option<i64>, Error> {
     if token.is_empty() {
         return Ok(None);
     }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            let position = text.strip_prefix(kind)?.strip_prefix(':')?;
-            position
-                .parse::<i64>()
-                .ok()
-                .filter(|p| p.to_string() == position)
-        })
+    domain::decode_page_token(token, tag)
         .map(Some)
-        .ok_or_else(|| Error::invalid(field, "is not a page token this list issued"))
+        .map_err(|_| Error::invalid("page_token", "is not a page token this list issued"))
+}
+
+/// Cuts `rows` (read one past `size`) to the page, and the token of the next page, if any.
+fn next_page<T>(rows: &mut Vec<T>, size: usize, tag: &str, position: impl Fn(&T) -> i64) -> String {
+    if rows.len() <= size {
+        return String::new();
+    }
+    rows.truncate(size);
+    rows.last()
+        .map(|row| domain::page_token(position(row), tag))
+        .unwrap_or_default()
 }
 
 fn endpoint_message(row: EndpointRow) -> pb::WebhookEndpoint {
@@ -241,17 +232,10 @@ impl pb::webhook_service_server::WebhookService for WebhooksApi {
         request: Request<pb::ListWebhookEndpointsRequest>,
     ) -> Result<Response<pb::ListWebhookEndpointsResponse>, Status> {
         let request = request.into_inner();
-        let size = page_size(request.page_size)?;
-        let after = decode_token("endpoints", &request.page_token, "page_token")?.unwrap_or(0);
+        let size = checked_page_size(request.page_size)?;
+        let after = position("endpoints", &request.page_token)?.unwrap_or(0);
         let mut rows = self.hooks.endpoints(after, size + 1).await?;
-        let next_page_token = if rows.len() > size {
-            rows.truncate(size);
-            rows.last()
-                .map(|row| encode_token("endpoints", row.seq))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, size, "endpoints", |row| row.seq);
         Ok(Response::new(pb::ListWebhookEndpointsResponse {
             endpoints: rows.into_iter().map(endpoint_message).collect(),
             next_page_token,
@@ -326,18 +310,10 @@ impl pb::webhook_service_server::WebhookService for WebhooksApi {
     ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
         let request = request.into_inner();
         let id = Self::endpoint_id(&request.endpoint_id)?;
-        let size = page_size(request.page_size)?;
-        let before =
-            decode_token("deliveries", &request.page_token, "page_token")?.unwrap_or(i64::MAX);
+        let size = checked_page_size(request.page_size)?;
+        let before = position("deliveries", &request.page_token)?.unwrap_or(i64::MAX);
         let mut rows = self.hooks.deliveries(&id, before, size + 1).await?;
-        let next_page_token = if rows.len() > size {
-            rows.truncate(size);
-            rows.last()
-                .map(|row| encode_token("deliveries", row.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, size, "deliveries", |row| row.id);
         Ok(Response::new(pb::ListWebhookDeliveriesResponse {
             deliveries: rows.into_iter().map(delivery_message).collect(),
             next_page_token,
