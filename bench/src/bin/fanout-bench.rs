@@ -187,6 +187,9 @@ struct Figures {
     strays: u64,
     /// Rounds whose deliveries did not all arrive within the drain timeout.
     undrained: u64,
+    /// Time the server's threads were runnable but waited for a CPU (other processes on its
+    /// core): what wall-clock latencies include beyond the server's own work.
+    server_waited: Option<Duration>,
 }
 
 impl Figures {
@@ -200,6 +203,7 @@ impl Figures {
         self.server_cpu = add(self.server_cpu, other.server_cpu);
         self.client_cpu = add(self.client_cpu, other.client_cpu);
         self.creates_own_cpu = add(self.creates_own_cpu, other.creates_own_cpu);
+        self.server_waited = add(self.server_waited, other.server_waited);
         self.creates_answered += other.creates_answered;
         self.create_latencies_us.extend(other.create_latencies_us);
         self.from_send_us.extend(other.from_send_us);
@@ -249,6 +253,12 @@ impl Figures {
                 cpu += &format!(
                     " = {:.0}% of a core",
                     server.as_secs_f64() / seconds * 100.0
+                );
+            }
+            if let Some(waited) = self.server_waited {
+                cpu += &format!(
+                    "; it waited for a CPU {:.0}% of the time",
+                    waited.as_secs_f64() / seconds * 100.0
                 );
             }
         }
@@ -405,7 +415,7 @@ async fn run(args: Args, client_threads: usize) -> anyhow::Result<bool> {
             let end = start + alone.measure;
             let sample = |at: Instant| async move {
                 tokio::time::sleep_until(at.into()).await;
-                CpuClock::live_threads_time(pid)
+                CpuClock::live_threads_sched(pid)
             };
             let key_prefix = format!("fanout-{run_tag}-alone");
             let (made, before, after) = tokio::join!(
@@ -430,7 +440,7 @@ async fn run(args: Args, client_threads: usize) -> anyhow::Result<bool> {
                 all_clean = false;
             }
             if let (Ok(before), Ok(after), true) = (before, after, answered > 0) {
-                let per_create = after.saturating_sub(before) / u32::try_from(answered)?;
+                let per_create = after.since(before).on_cpu / u32::try_from(answered)?;
                 server.create_cpu = Some(per_create);
                 println!(
                     "  {}  {answered} creates answered in the window, server CPU {:.1} µs/create \
@@ -509,6 +519,7 @@ async fn run(args: Args, client_threads: usize) -> anyhow::Result<bool> {
         }
     }
     print_comparison(&servers);
+    println!("  load average at the end: {}", load_average());
 
     for server in servers {
         if let Some(watchers) = server.watchers {
@@ -558,9 +569,10 @@ async fn measure_round(
             cpu.process_time(pid).ok(),
             cpu.process_time(own_pid).ok(),
             watchers.delivered(),
+            CpuClock::live_threads_sched(pid).ok(),
         )
     };
-    let (made, (server_before, client_before, delivered_before)) = tokio::join!(
+    let (made, (server_before, client_before, delivered_before, sched_before)) = tokio::join!(
         creates::paced(
             &server.target,
             &server.creates,
@@ -579,6 +591,7 @@ async fn measure_round(
     let server_after = cpu.process_time(pid).ok();
     let client_after = cpu.process_time(own_pid).ok();
     let delivered_after = watchers.delivered();
+    let sched_after = CpuClock::live_threads_sched(pid).ok();
 
     let micros = |at: Instant| i64::try_from((at - clock_base).as_micros()).unwrap_or(i64::MAX);
     // Create number -> (sent µs, answered µs, sent in the window), for the acknowledged ones.
@@ -609,6 +622,9 @@ async fn measure_round(
             .filter(|record| record.answered >= start)
             .count() as u64,
         undrained: u64::from(!drained),
+        server_waited: sched_after
+            .zip(sched_before)
+            .map(|(after, before)| after.since(before).waiting),
         ..Figures::default()
     };
     figures.creates_own_cpu = server
@@ -745,6 +761,11 @@ fn print_header(args: &Args, client_threads: usize, servers: &[Server], dir: &Pa
         args.client_cores,
         dir.display()
     );
+    println!(
+        "load average at the start: {} (other processes on the pinned cores stretch every \
+         latency; the share of time the server waited for its CPU is printed per round)",
+        load_average()
+    );
     for server in servers {
         println!(
             "{}  pid {} at {} (stderr -> {})",
@@ -759,4 +780,16 @@ fn print_header(args: &Args, client_threads: usize, servers: &[Server], dir: &Pa
          watcher had every event; latencies of the creates sent in the window and of their \
          deliveries\n"
     );
+}
+
+/// The first three fields of `/proc/loadavg`, or why they could not be read.
+fn load_average() -> String {
+    match std::fs::read_to_string("/proc/loadavg") {
+        Ok(text) => text
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(error) => format!("unknown ({error})"),
+    }
 }
