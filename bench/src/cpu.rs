@@ -85,8 +85,51 @@ impl CpuClock {
         Ok(self.duration(ticks))
     }
 
+    /// Scheduler times of the live threads of process `pid`, in nanoseconds
+    /// (`/proc/PID/task/*/schedstat`): time on a CPU, far finer than
+    /// [`CpuClock::process_time`]'s clock ticks for short windows of little work, and time spent
+    /// runnable but waiting for a CPU (other processes on its cores). Threads that have exited
+    /// are no longer in it.
+    pub fn live_threads_sched(pid: u32) -> Result<SchedTimes, CpuError> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(|source| CpuError::Read { pid, source })?;
+        let mut times = SchedTimes::default();
+        for task in tasks.flatten() {
+            // A thread that ended since the listing is simply not counted.
+            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            let mut fields = schedstat
+                .split_whitespace()
+                .map(|field| field.parse::<u64>().map_err(|_| CpuError::Parse(pid)));
+            let mut next = || fields.next().unwrap_or(Err(CpuError::Parse(pid)));
+            times.on_cpu += Duration::from_nanos(next()?);
+            times.waiting += Duration::from_nanos(next()?);
+        }
+        Ok(times)
+    }
+
     fn duration(&self, ticks: u64) -> Duration {
         Duration::from_secs_f64(ticks as f64 / self.ticks_per_second as f64)
+    }
+}
+
+/// Scheduler times summed over a process's threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedTimes {
+    /// Time running on a CPU.
+    pub on_cpu: Duration,
+    /// Time runnable but waiting for a CPU.
+    pub waiting: Duration,
+}
+
+impl SchedTimes {
+    /// What was used between `earlier` and this reading.
+    pub fn since(self, earlier: SchedTimes) -> SchedTimes {
+        SchedTimes {
+            on_cpu: self.on_cpu.saturating_sub(earlier.on_cpu),
+            waiting: self.waiting.saturating_sub(earlier.waiting),
+        }
     }
 }
 

@@ -5,11 +5,14 @@
 //! The `bench` binary drives everything; `bare-server` is the tonic baseline it starts.
 //! `pg-bench` does the same for order-service on PostgreSQL (one and two replicas) against
 //! PostgreSQL's own single-row commit rate, and measures cross-replica watch delivery.
+//! `fanout-bench` measures the WatchOrders fan-out (many streams, paced creates) against the
+//! same fan-out done the plain tonic way by `bare-server`.
 
 pub mod bare;
 pub mod canned;
 pub mod cpu;
 pub mod delivery;
+pub mod fanout;
 pub mod fsync_baseline;
 pub mod load;
 pub mod postgres;
