@@ -20,7 +20,7 @@ use crate::{domain, health};
 use anyhow::Context as _;
 use order_status_telemetry::grpc::GrpcServerLayer;
 use order_status_tls::reload::{CurrentConfig, Reloader};
-use orders_proto::v1::order_service_server::OrderServiceServer;
+use orders_proto::encoded::order_service_server::OrderServiceServer;
 use orders_proto::v1::webhook_service_server::WebhookServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;

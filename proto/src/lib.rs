@@ -12,6 +12,8 @@ pub mod v1 {
 
 mod timestamp;
 
+pub mod encoded;
+
 pub mod grpc_timeout;
 pub mod reason;
 

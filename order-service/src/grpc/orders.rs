@@ -30,7 +30,7 @@ impl OrdersApi {
 }
 
 #[tonic::async_trait]
-impl pb::order_service_server::OrderService for OrdersApi {
+impl orders_proto::encoded::order_service_server::OrderService for OrdersApi {
     async fn create_order(
         &self,
         request: Request<pb::CreateOrderRequest>,

@@ -3,23 +3,37 @@
 //! a slot per open stream, metrics, and ending every stream with UNAVAILABLE when the server
 //! shuts down so clients resume elsewhere. Every stream says where it starts
 //! ([`OpenedWatch::watch_from`], sent as the initial metadata `orders-watch-from`).
+//!
+//! Per event a stream does little: the event's encoding is made once and shared by every
+//! stream ([`LiveEvent::encoded`]); the stream is polled in place, staying registered with the
+//! live feed and the shutdown signal while it waits instead of registering for each event, and
+//! a poll that no wake-up preceded returns Pending without polling either (`Wakeup`).
 
 use super::error::status;
 use super::orders::WatchError;
 use crate::domain::OrderId;
-use crate::store::{EventWatch, OrderStore};
+use crate::store::{EventWatch, LiveEvent, OrderStore};
 use futures::Stream;
+use futures::task::{ArcWake, AtomicWaker, waker_ref};
 use order_status_telemetry::{Metrics, WatchStreamGuard};
+use orders_proto::encoded::EncodedOrderEvent;
 use orders_proto::reason;
 use orders_proto::v1 as pb;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Code, Status};
 
-/// The response stream of `WatchOrders`.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::OrderEvent, Status>> + Send>>;
+/// The response stream of `WatchOrders`: each event's bytes, encoded once for every stream.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedOrderEvent, Status>> + Send>>;
+
+/// Events a stream sends in a row, without once finding nothing ready, before it checks for
+/// shutdown anyway (it checks every time it runs out of events).
+const SHUTDOWN_CHECK_EVERY: u32 = 256;
 
 /// Limits and signals shared by every watch stream.
 #[derive(Clone)]
@@ -62,24 +76,34 @@ pub(crate) async fn open_watch(
     let watch_from = events.starts_after();
     let watch = Watch {
         events,
-        shutdown: options.shutdown.clone(),
+        shutdown: Box::pin(options.shutdown.clone().cancelled_owned()),
+        since_shutdown_check: 0,
+        wakeup: Arc::new(Wakeup::default()),
+        waiting: false,
         _slot: permit,
         _open: options.metrics.watch_stream_opened(),
         metrics: options.metrics.clone(),
         ended: false,
     };
     Ok(OpenedWatch {
-        events: Box::pin(futures::stream::unfold(watch, |mut watch| async {
-            let item = watch.next().await?;
-            Some((item, watch))
-        })),
+        events: Box::pin(watch),
         watch_from,
     })
 }
 
+/// One `WatchOrders` stream. Polled by tonic, which encodes every event it returns ready into
+/// one buffer, so everything a wake-up made available goes out in one HTTP/2 DATA frame.
 struct Watch {
     events: EventWatch,
-    shutdown: CancellationToken,
+    /// Made once per stream: it stays registered with the shutdown token between events,
+    /// instead of registering and unregistering for each one.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Events sent since the shutdown future was last polled.
+    since_shutdown_check: u32,
+    /// The waker the live feed and the shutdown future are polled with.
+    wakeup: Arc<Wakeup>,
+    /// The last poll found nothing ready and left `wakeup` registered with both.
+    waiting: bool,
     _slot: OwnedSemaphorePermit,
     /// Keeps this stream counted as open until it is dropped.
     _open: WatchStreamGuard,
@@ -88,26 +112,77 @@ struct Watch {
 }
 
 impl Watch {
-    async fn next(&mut self) -> Option<Result<pb::OrderEvent, Status>> {
-        if self.ended {
-            return None;
+    fn end(&mut self, status: Status) -> Poll<Option<Result<EncodedOrderEvent, Status>>> {
+        self.ended = true;
+        Poll::Ready(Some(Err(status)))
+    }
+
+    /// Whether the server is shutting down (registers the task to be woken when it does).
+    fn shutting_down(&mut self, cx: &mut Context<'_>) -> bool {
+        self.since_shutdown_check = 0;
+        self.shutdown.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<EncodedOrderEvent, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
         }
-        let next = tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => Err(shutting_down()),
-            next = self.events.next() => next.map_err(Status::from),
-        };
-        match next {
-            Ok(event) => {
-                self.metrics.record_watch_event_sent();
-                Some(Ok(pb::OrderEvent::from(&*event)))
+        // Registered before the flag is read: a wake-up after the read wakes this task.
+        this.wakeup.task.register(cx.waker());
+        let woken = this.wakeup.woken.swap(false, Ordering::AcqRel);
+        if this.waiting && !woken {
+            return Poll::Pending;
+        }
+        this.waiting = false;
+        let wakeup = Arc::clone(&this.wakeup);
+        let waker = waker_ref(&wakeup);
+        let cx = &mut Context::from_waker(&waker);
+        // Shutdown is checked whenever no event is ready (so a waiting stream is woken by it),
+        // and at least every SHUTDOWN_CHECK_EVERY events of a long replay.
+        if this.since_shutdown_check >= SHUTDOWN_CHECK_EVERY && this.shutting_down(cx) {
+            return this.end(shutting_down());
+        }
+        match this.events.poll_next(cx) {
+            Poll::Ready(Ok(event)) => {
+                this.since_shutdown_check += 1;
+                this.metrics.record_watch_event_sent();
+                Poll::Ready(Some(Ok(encoded(&event))))
             }
-            Err(status) => {
-                self.ended = true;
-                Some(Err(status))
+            Poll::Ready(Err(error)) => this.end(Status::from(error)),
+            Poll::Pending if this.shutting_down(cx) => this.end(shutting_down()),
+            Poll::Pending => {
+                this.waiting = true;
+                Poll::Pending
             }
         }
     }
+}
+
+/// The waker a watch stream polls its live feed and shutdown future with: it wakes the stream's
+/// task and remembers that it did. hyper and tonic poll a response body several times per event
+/// (three polls that find nothing for each one that finds an event); a poll that no wake-up
+/// preceded answers Pending at once instead of polling both again, which takes a lock each.
+#[derive(Default)]
+struct Wakeup {
+    task: AtomicWaker,
+    woken: AtomicBool,
+}
+
+impl ArcWake for Wakeup {
+    fn wake_by_ref(wakeup: &Arc<Self>) {
+        wakeup.woken.store(true, Ordering::Release);
+        wakeup.task.wake();
+    }
+}
+
+/// The event's encoding, made by the first stream that sends it and shared by the others.
+fn encoded(event: &LiveEvent) -> EncodedOrderEvent {
+    event.encoded(|event| EncodedOrderEvent::new(&pb::OrderEvent::from(event)))
 }
 
 fn shutting_down() -> Status {

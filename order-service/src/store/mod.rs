@@ -15,7 +15,7 @@ mod watch;
 pub mod webhooks;
 
 pub use instrumented::InstrumentedStore;
-pub use live::{Live, LiveEvents};
+pub use live::{Live, LiveEvent, LiveEvents};
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_WAL_LIMIT_BYTES, SqliteStore, WalOptions};
 pub use watch::EventWatch;

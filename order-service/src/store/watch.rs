@@ -17,12 +17,23 @@
 //!   ([`Live::Pruned`]), a watch that had not got past it ends with `EVENTS_EXPIRED`.
 //! - A watcher that falls further behind the live feed than its buffer is ended with
 //!   [`Error::WatcherTooSlow`], naming the sequence to resume after; writers never wait for it.
+//! - The live feed reaches the broadcast through a fan-out stage ([`super::LiveEvents`]) that
+//!   sends an event only after it was published, i.e. after it committed: the first rule still
+//!   holds, and events that committed before the subscription but were sent after it are skipped
+//!   by the second.
+//!
+//! A watch is polled in place ([`EventWatch::poll_next`]): every event already received is
+//! returned without waiting, so a watch stream woken once drains a whole batch.
 
-use super::{Live, OrderStore};
+use super::{Live, LiveEvent, OrderStore};
 use crate::domain::{Error, OrderEvent, OrderId, WatchStart};
+use futures::future::BoxFuture;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use std::task::{Context, Poll, ready};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 /// Stored events read per query while replaying.
 const REPLAY_PAGE: usize = 512;
@@ -35,11 +46,22 @@ pub struct EventWatch {
     cursor: u64,
     /// Where the watch started: every matching event after it is delivered.
     starts_after: u64,
-    /// Still reading stored events after `cursor`.
-    replaying: bool,
+    /// Where the replay of stored events after `cursor` is.
+    replay: Replay,
     /// Events read but not yet delivered.
-    pending: VecDeque<Arc<OrderEvent>>,
-    live: broadcast::Receiver<Live>,
+    pending: VecDeque<Arc<LiveEvent>>,
+    /// The live feed, polled in place (one registration per wait, not one future per event).
+    live: BroadcastStream<Live>,
+}
+
+/// The replay of stored events, which comes before the live feed.
+enum Replay {
+    /// Over (or never needed): events come from the live feed.
+    Done,
+    /// The next page after the cursor is to be read.
+    Due,
+    /// That page is being read (kept across polls, so a watch polled again does not read it twice).
+    Reading(BoxFuture<'static, Result<Vec<OrderEvent>, Error>>),
 }
 
 impl EventWatch {
@@ -51,13 +73,13 @@ impl EventWatch {
         after_sequence: u64,
     ) -> Result<EventWatch, Error> {
         // Subscribe first: everything committed from here on reaches us live.
-        let live = store.subscribe();
+        let live = BroadcastStream::new(store.subscribe());
         let mut watch = EventWatch {
             store,
             filter,
             cursor: 0,
             starts_after: 0,
-            replaying: false,
+            replay: Replay::Done,
             pending: VecDeque::new(),
             live,
         };
@@ -74,7 +96,7 @@ impl EventWatch {
                     .await?
                     .ok_or(Error::NotFound(order))?;
                 watch.starts_after = latest.sequence;
-                watch.pending.push_back(Arc::new(latest));
+                watch.pending.push_back(Arc::new(LiveEvent::new(latest)));
             }
             WatchStart::After(after) => {
                 let bounds = watch.store.log_bounds().await?;
@@ -92,7 +114,7 @@ impl EventWatch {
                 }
                 watch.cursor = after;
                 watch.starts_after = after;
-                watch.replaying = true;
+                watch.replay = Replay::Due;
             }
         }
         Ok(watch)
@@ -111,56 +133,77 @@ impl EventWatch {
 
     /// The next event, in sequence order. An error ends the watch: the caller resumes from
     /// [`EventWatch::cursor`] (the error says so where the client must act).
-    ///
-    /// Cancel-safe between events: dropping the future while it waits for a live event loses
-    /// nothing, and one dropped while reading a replay page reads that page again.
-    pub async fn next(&mut self) -> Result<Arc<OrderEvent>, Error> {
+    pub async fn next(&mut self) -> Result<Arc<LiveEvent>, Error> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next event, in sequence order: everything already available is returned by
+    /// successive calls without waiting, so a stream woken once by a batch of live events drains
+    /// it in one go. On `Pending` the task is woken when an event (or an error) may be ready; a
+    /// page of the replay being read stays here between polls. An error ends the watch, as for
+    /// [`EventWatch::next`].
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<LiveEvent>, Error>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 self.cursor = event.sequence;
-                return Ok(event);
+                return Poll::Ready(Ok(event));
             }
-            if self.replaying {
-                let page = self
-                    .store
-                    .events_after(self.cursor, self.filter.as_ref(), REPLAY_PAGE)
-                    .await?;
-                if page.is_empty() {
-                    self.replaying = false;
-                } else {
-                    self.pending.extend(page.into_iter().map(Arc::new));
+            match &mut self.replay {
+                Replay::Done => {}
+                Replay::Due => {
+                    let (store, filter, after) =
+                        (Arc::clone(&self.store), self.filter.clone(), self.cursor);
+                    self.replay = Replay::Reading(Box::pin(async move {
+                        store
+                            .events_after(after, filter.as_ref(), REPLAY_PAGE)
+                            .await
+                    }));
+                    continue;
                 }
-                continue;
+                Replay::Reading(page) => {
+                    let page = ready!(page.as_mut().poll(cx));
+                    self.replay = Replay::Due;
+                    let page = page?;
+                    if page.is_empty() {
+                        self.replay = Replay::Done;
+                    } else {
+                        self.pending.extend(
+                            page.into_iter()
+                                .map(|event| Arc::new(LiveEvent::new(event))),
+                        );
+                    }
+                    continue;
+                }
             }
-            match self.live.recv().await {
-                Ok(Live::Event(event)) => {
+            match ready!(std::pin::Pin::new(&mut self.live).poll_next(cx)) {
+                Some(Ok(Live::Event(event))) => {
                     if event.sequence > self.cursor && self.wants(&event) {
                         self.cursor = event.sequence;
-                        return Ok(event);
+                        return Poll::Ready(Ok(event));
                     }
                 }
-                Ok(Live::Pruned { through, .. }) => {
+                Some(Ok(Live::Pruned { through, .. })) => {
                     // Whether the pruned events concerned this watch is unknown: it ends rather
                     // than skip them silently; resuming from its cursor is then refused as
                     // expired, as a replay that pruning overtook is.
                     if self.cursor < through {
-                        return Err(Error::EventsExpired {
+                        return Poll::Ready(Err(Error::EventsExpired {
                             requested: self.cursor,
                             oldest: through + 1,
-                        });
+                        }));
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    return Err(Error::WatcherTooSlow {
+                Some(Err(BroadcastStreamRecvError::Lagged(missed))) => {
+                    return Poll::Ready(Err(Error::WatcherTooSlow {
                         missed,
                         resume_after: self.cursor,
-                    });
+                    }));
                 }
-                Err(broadcast::error::RecvError::Closed) => {
-                    return Err(Error::Unavailable(
+                None => {
+                    return Poll::Ready(Err(Error::Unavailable(
                         "the store's live event feed has closed (the store is shutting down)"
                             .into(),
-                    ));
+                    )));
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! WatchOrders against a real server: stored replay then live events, the three ways to start,
-//! resuming without gap or duplicate while writers race, and cutting off a slow watcher.
+//! resuming without gap or duplicate while writers race, cutting off a slow watcher, and the
+//! bytes on the wire (an event is encoded once for every stream: exactly as prost encodes it).
 
 use crate::support;
 
@@ -67,6 +68,84 @@ async fn next(stream: &mut Streaming<pb::OrderEvent>) -> pb::OrderEvent {
 fn identity(event: &pb::OrderEvent) -> (String, i64) {
     let order = event.order.as_ref().expect("an event carries its order");
     (order.order_id.clone(), order.version)
+}
+
+/// `WatchOrders` read as the raw bytes of each message, as they came off the wire.
+mod raw {
+    use bytes::{Buf, BufMut};
+    use orders_proto::v1 as pb;
+    use prost::Message;
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::transport::Channel;
+
+    pub(super) async fn watch(
+        channel: Channel,
+        request: tonic::Request<pb::WatchOrdersRequest>,
+    ) -> tonic::Streaming<Vec<u8>> {
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.unwrap();
+        client
+            .server_streaming(
+                request,
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/orders.v1.OrderService/WatchOrders",
+                ),
+                RawCodec,
+            )
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Encode = pb::WatchOrdersRequest;
+        type Decode = Vec<u8>;
+        type Encoder = RawCodec;
+        type Decoder = RawCodec;
+
+        fn encoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+
+        fn decoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+    }
+
+    impl Encoder for RawCodec {
+        type Item = pb::WatchOrdersRequest;
+        type Error = Status;
+
+        fn encode(
+            &mut self,
+            request: pb::WatchOrdersRequest,
+            dst: &mut EncodeBuf<'_>,
+        ) -> Result<(), Status> {
+            dst.put_slice(&request.encode_to_vec());
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+}
+
+/// The next raw message of `stream`.
+async fn next_raw(stream: &mut Streaming<Vec<u8>>) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("no event within 10 s")
+        .expect("stream failed")
+        .expect("stream ended")
 }
 
 fn assert_strictly_increasing(events: &[pb::OrderEvent]) {
@@ -484,5 +563,64 @@ conformance! {
         let event = next(&mut resumed).await;
         assert_eq!(event.order.as_ref(), Some(&cancelled));
         assert_eq!(event.previous_status(), S::Paid);
+    }
+
+    async fn every_event_goes_out_exactly_as_prost_encodes_it_on_every_stream(backend: Backend) {
+        use prost::Message;
+        let db = backend.database().await;
+        let server = TestServer::start_on(&db, &[]).await;
+        let mut client = server.client().await;
+        let stored = create(&mut client, "wire").await; // 1
+        set_status(&mut client, &stored.order_id, S::Paid)
+            .await
+            .unwrap(); // 2
+        // Two live raw streams on different connections, one replaying raw stream, and the
+        // ordinary client's view of the same events.
+        let live_request = || authed(pb::WatchOrdersRequest::default(), READER);
+        let mut live = [
+            raw::watch(server.channel().await, live_request()).await,
+            raw::watch(server.channel().await, live_request()).await,
+        ];
+        let mut replay = raw::watch(
+            server.channel().await,
+            authed(
+                pb::WatchOrdersRequest {
+                    order_id: String::new(),
+                    after_sequence: 1,
+                },
+                READER,
+            ),
+        )
+        .await;
+        let mut decoded = watch(&server, "", 1).await.unwrap();
+
+        // An order with several items, a status change with a reason: every field is set.
+        let mut request = new_order("wire-live", "wire-live-1");
+        request.items.push(pb::LineItem {
+            sku: "second-sku".into(),
+            quantity: 3,
+            unit_price_cents: 0,
+        });
+        let made = client
+            .create_order(authed(request, WRITER))
+            .await
+            .unwrap()
+            .into_inner(); // 3
+        set_status(&mut client, &made.order_id, S::Cancelled)
+            .await
+            .unwrap(); // 4
+
+        for sequence in 2..=4 {
+            let expected = next(&mut decoded).await;
+            assert_eq!(expected.sequence, sequence);
+            let prost_bytes = expected.encode_to_vec();
+            // The replay reads stored events: sequence 2 first, then the live ones.
+            assert_eq!(next_raw(&mut replay).await, prost_bytes, "replayed {sequence}");
+            if sequence >= 3 {
+                for stream in &mut live {
+                    assert_eq!(next_raw(stream).await, prost_bytes, "live {sequence}");
+                }
+            }
+        }
     }
 }

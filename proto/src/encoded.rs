@@ -1,0 +1,157 @@
+//! An `orders.v1.OrderEvent` already encoded, and an `OrderService` server whose `WatchOrders`
+//! streams it: an event sent to many watch streams is encoded once, and each stream copies the
+//! shared bytes into its frame instead of encoding the message again.
+//!
+//! [`order_service_server`] is generated from the same proto as [`crate::v1`]'s server, with every
+//! message taken from [`crate::v1`] except `OrderEvent`, which is [`EncodedOrderEvent`] here
+//! (`build.rs`); the routes, the wire bytes and the file descriptor set are the same, and clients
+//! decode `crate::v1::OrderEvent` as before.
+
+use crate::v1::OrderEvent;
+use prost::bytes::{Buf, BufMut, Bytes};
+use prost::encoding::{DecodeContext, WireType};
+use prost::{DecodeError, Message};
+
+/// The protobuf encoding of one [`OrderEvent`]: what prost writes for it, byte for byte. Cloning
+/// shares the bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedOrderEvent {
+    bytes: Bytes,
+}
+
+impl EncodedOrderEvent {
+    /// Encodes `event` (once; every clone shares the result).
+    pub fn new(event: &OrderEvent) -> Self {
+        EncodedOrderEvent {
+            bytes: Bytes::from(event.encode_to_vec()),
+        }
+    }
+
+    /// The encoded message (without gRPC's length prefix).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The event these bytes encode.
+    pub fn decode_event(&self) -> Result<OrderEvent, DecodeError> {
+        OrderEvent::decode(self.bytes.clone())
+    }
+}
+
+impl From<&OrderEvent> for EncodedOrderEvent {
+    fn from(event: &OrderEvent) -> Self {
+        EncodedOrderEvent::new(event)
+    }
+}
+
+/// Encoding copies the shared bytes (gRPC frames it like any message). Decoding, which the
+/// server never does with this type, merges through [`OrderEvent`], so that decoding the bytes
+/// of an `OrderEvent` gives the same bytes back.
+impl Message for EncodedOrderEvent {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.bytes);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let mut event = self.decode_event()?;
+        event.merge_field(tag, wire_type, buf, ctx)?;
+        *self = EncodedOrderEvent::new(&event);
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes = Bytes::new();
+    }
+}
+
+pub use server::order_service_server;
+
+mod server {
+    #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    include!(concat!(env!("OUT_DIR"), "/encoded/orders.v1.rs"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::{LineItem, Order, OrderStatus};
+    use crate::wkt::Timestamp;
+
+    fn event() -> OrderEvent {
+        OrderEvent {
+            sequence: 42,
+            order: Some(Order {
+                order_id: "ord_1".into(),
+                customer_id: "c-1".into(),
+                items: vec![
+                    LineItem {
+                        sku: "sku-1".into(),
+                        quantity: 2,
+                        unit_price_cents: 150,
+                    },
+                    LineItem {
+                        sku: "sku-2".into(),
+                        quantity: 1,
+                        unit_price_cents: 0,
+                    },
+                ],
+                currency: "EUR".into(),
+                total_cents: 300,
+                status: OrderStatus::Paid as i32,
+                version: 2,
+                create_time: Some(Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 5,
+                }),
+                update_time: Some(Timestamp {
+                    seconds: 1_700_000_001,
+                    nanos: 0,
+                }),
+            }),
+            previous_status: OrderStatus::Pending as i32,
+            event_time: Some(Timestamp {
+                seconds: 1_700_000_001,
+                nanos: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn encodes_exactly_as_prost_encodes_the_event() {
+        let event = event();
+        let encoded = EncodedOrderEvent::new(&event);
+        assert_eq!(encoded.encode_to_vec(), event.encode_to_vec());
+        assert_eq!(encoded.encoded_len(), event.encoded_len());
+        // Length-delimited (as a field or a stream frame would be) too.
+        assert_eq!(
+            encoded.encode_length_delimited_to_vec(),
+            event.encode_length_delimited_to_vec()
+        );
+    }
+
+    #[test]
+    fn decoding_the_bytes_of_an_event_gives_them_back() {
+        let event = event();
+        let decoded = EncodedOrderEvent::decode(event.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            decoded.as_bytes().as_ref(),
+            event.encode_to_vec().as_slice()
+        );
+        assert_eq!(decoded.decode_event().unwrap(), event);
+        assert_eq!(
+            EncodedOrderEvent::decode(&[][..]).unwrap(),
+            EncodedOrderEvent::default()
+        );
+        assert!(EncodedOrderEvent::decode(&[0x0a, 0x05][..]).is_err());
+    }
+}
