@@ -60,12 +60,31 @@ pub struct Fingerprint(pub [u8; 32]);
 impl Fingerprint {
     /// Hashes `parts` with each part length-prefixed, so `("ab","c")` and `("a","bc")` differ.
     pub fn of(parts: &[&[u8]]) -> Self {
-        let mut hasher = Sha256::new();
+        let mut fingerprinter = Fingerprinter::default();
         for part in parts {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
+            fingerprinter.part(part);
         }
-        Fingerprint(hasher.finalize().into())
+        fingerprinter.finish()
+    }
+}
+
+/// Builds a [`Fingerprint`] one part at a time, without gathering the parts first: the same
+/// hash as [`Fingerprint::of`] over the same parts. Stored fingerprints are compared with new
+/// ones, so the hash of given parts must never change.
+#[derive(Default)]
+pub(super) struct Fingerprinter(Sha256);
+
+impl Fingerprinter {
+    /// Adds the next part (length-prefixed).
+    pub(super) fn part(&mut self, part: &[u8]) -> &mut Self {
+        self.0.update((part.len() as u64).to_be_bytes());
+        self.0.update(part);
+        self
+    }
+
+    /// The fingerprint of the parts added.
+    pub(super) fn finish(self) -> Fingerprint {
+        Fingerprint(self.0.finalize().into())
     }
 }
 
@@ -81,6 +100,13 @@ mod tests {
         assert!(RequestId::parse("").is_err());
         assert!(RequestId::parse("a b").is_err());
         assert!(RequestId::parse("ключ").is_err());
+    }
+
+    #[test]
+    fn a_fingerprint_built_part_by_part_is_the_fingerprint_of_the_parts() {
+        let mut fingerprinter = Fingerprinter::default();
+        fingerprinter.part(b"ab").part(b"").part(b"c");
+        assert_eq!(fingerprinter.finish(), Fingerprint::of(&[b"ab", b"", b"c"]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Orders and line items as validated values, the writes that change them, and the events those
 //! writes leave behind.
 
+use super::idempotency::Fingerprinter;
 use super::validation::char_count;
 use super::{Error, Fingerprint, OrderStatus, Principal, RequestId, UnixMicros, Violations};
 use std::fmt;
@@ -252,18 +253,18 @@ impl NewOrder {
 
     /// The fingerprint of this order as a request: equal orders, equal fingerprints.
     pub fn fingerprint(&self) -> Fingerprint {
-        let mut parts: Vec<Vec<u8>> = vec![
-            b"CreateOrder".to_vec(),
-            self.customer_id.as_str().as_bytes().to_vec(),
-            self.currency.as_str().as_bytes().to_vec(),
-        ];
+        let mut fingerprinter = Fingerprinter::default();
+        fingerprinter
+            .part(b"CreateOrder")
+            .part(self.customer_id.as_str().as_bytes())
+            .part(self.currency.as_str().as_bytes());
         for item in &self.items {
-            parts.push(item.sku.as_str().as_bytes().to_vec());
-            parts.push(item.quantity.to_be_bytes().to_vec());
-            parts.push(item.unit_price_cents.to_be_bytes().to_vec());
+            fingerprinter
+                .part(item.sku.as_str().as_bytes())
+                .part(&item.quantity.to_be_bytes())
+                .part(&item.unit_price_cents.to_be_bytes());
         }
-        let borrowed: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        Fingerprint::of(&borrowed)
+        fingerprinter.finish()
     }
 
     /// The order this becomes when stored under `id` at `now`.
@@ -402,6 +403,18 @@ mod tests {
         let mut violations = Violations::default();
         let order = NewOrder::parse("c-1", items.iter().copied(), "EUR", &mut violations);
         violations.into_result(|| order.expect("no violations means an order"))
+    }
+
+    /// Fingerprints are stored with idempotency records and compared with the fingerprints of
+    /// later requests: this one is SHA-256 over the length-prefixed parts `CreateOrder`, `c-1`,
+    /// `EUR`, then per item its SKU, quantity (u32) and unit price (i64), big-endian.
+    #[test]
+    fn an_orders_fingerprint_is_pinned() {
+        let order = parse(&[item("A", 2, 150), item("B", 1, 1)]).unwrap();
+        assert_eq!(
+            hex::encode(order.fingerprint().0),
+            "038f28c29c06ace1626573bda629357f97267840e7f708cea614d0e656b8f81d"
+        );
     }
 
     #[test]

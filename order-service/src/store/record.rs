@@ -25,7 +25,9 @@ impl RecordError {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// The stored layout, read back. Written from [`StoredOrderRef`], which has the same fields in
+/// the same order but borrows them from the order (no copy of any string to encode one).
+#[derive(Deserialize)]
 struct StoredOrder {
     id: String,
     customer_id: String,
@@ -40,11 +42,46 @@ struct StoredOrder {
     update_time: i64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredItem {
     sku: String,
     quantity: u32,
     unit_price_cents: i64,
+}
+
+/// [`StoredOrder`] as written: the same fields in the same order, borrowed.
+#[derive(Serialize)]
+struct StoredOrderRef<'a> {
+    id: &'a str,
+    customer_id: &'a str,
+    items: StoredItemsRef<'a>,
+    currency: &'a str,
+    total_cents: i64,
+    status: StoredStatus,
+    version: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+/// [`StoredItem`]s as written, borrowed from the order's line items.
+struct StoredItemsRef<'a>(&'a [LineItem]);
+
+/// [`StoredItem`] as written: the same fields in the same order, borrowed.
+#[derive(Serialize)]
+struct StoredItemRef<'a> {
+    sku: &'a str,
+    quantity: u32,
+    unit_price_cents: i64,
+}
+
+impl Serialize for StoredItemsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|item| StoredItemRef {
+            sku: item.sku.as_str(),
+            quantity: item.quantity,
+            unit_price_cents: item.unit_price_cents,
+        }))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,17 +117,6 @@ impl From<StoredStatus> for OrderStatus {
     }
 }
 
-fn stored_items(items: &[LineItem]) -> Vec<StoredItem> {
-    items
-        .iter()
-        .map(|item| StoredItem {
-            sku: item.sku.as_str().to_owned(),
-            quantity: item.quantity,
-            unit_price_cents: item.unit_price_cents,
-        })
-        .collect()
-}
-
 fn domain_items(items: Vec<StoredItem>) -> Result<Vec<LineItem>, RecordError> {
     items
         .into_iter()
@@ -106,11 +132,11 @@ fn domain_items(items: Vec<StoredItem>) -> Result<Vec<LineItem>, RecordError> {
 
 /// The stored text of an order.
 pub fn encode_order(order: &Order) -> String {
-    let stored = StoredOrder {
-        id: order.id.as_str().to_owned(),
-        customer_id: order.customer_id.as_str().to_owned(),
-        items: stored_items(&order.items),
-        currency: order.currency.as_str().to_owned(),
+    let stored = StoredOrderRef {
+        id: order.id.as_str(),
+        customer_id: order.customer_id.as_str(),
+        items: StoredItemsRef(&order.items),
+        currency: order.currency.as_str(),
         total_cents: order.total_cents,
         status: order.status.into(),
         version: order.version,
@@ -140,7 +166,7 @@ pub fn decode_order(text: &str) -> Result<Order, RecordError> {
 
 /// The stored text of an order's line items.
 pub fn encode_items(items: &[LineItem]) -> String {
-    serde_json::to_string(&stored_items(items)).expect("stored line items always encode")
+    serde_json::to_string(&StoredItemsRef(items)).expect("stored line items always encode")
 }
 
 /// Line items from their stored text.

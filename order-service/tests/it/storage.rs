@@ -1,7 +1,8 @@
 //! The SQLite store under conditions a disk really gets into: sustained writes (the WAL must stay
 //! bounded and empty itself afterwards), database files deleted while serving (no write may be
-//! acknowledged into them), a full filesystem (health must say writes fail while reads go on,
-//! and recover once there is room again) and a frozen one. Full and frozen filesystems are a
+//! acknowledged into them), a write failing halfway through its rows inside a batch (it must
+//! fail alone and leave nothing), a full filesystem (health must say writes fail while reads go
+//! on, and recover once there is room again) and a frozen one. Full and frozen filesystems are a
 //! tmpfs and a loop-mounted ext4 mounted by the test, which needs root; it says SKIPPED without.
 
 use crate::metrics::{scrape, value};
@@ -264,6 +265,83 @@ async fn once_the_database_files_are_deleted_no_write_is_acknowledged_and_health
     let server = TestServer::start_in(dir, &[]).await;
     let stored = all_order_ids(&mut server.client().await).await;
     assert!(stored.is_empty(), "{stored:?}");
+}
+
+/// A write that fails after its order and event rows are written (here a trigger refuses its
+/// idempotency record) fails alone: the writes committed with it in the same batch are
+/// acknowledged and stored, and nothing of the failed one is left, not even its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_after_its_first_rows_fails_alone_and_leaves_nothing() {
+    const CREATES: usize = 48;
+    const REFUSED: usize = 24;
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    create(&mut client, "before").await;
+    // Another connection to the same file: the writer sees the new schema at its next batch.
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_marked_keys BEFORE INSERT ON idempotency_keys
+         WHEN NEW.request_id LIKE 'refused-%'
+         BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;",
+    )
+    .unwrap();
+
+    // All in flight at once, so they queue up behind each other's commits and share batches.
+    let mut calls = JoinSet::new();
+    for index in 0..CREATES {
+        let mut client = client.clone();
+        calls.spawn(async move {
+            let (customer, request_id) = if index == REFUSED {
+                ("refused".to_owned(), format!("refused-{}", uuid_like()))
+            } else {
+                (format!("batch-{index}"), format!("ok-{}", uuid_like()))
+            };
+            let outcome = client
+                .create_order(authed(new_order(&customer, &request_id), WRITER))
+                .await;
+            (index, outcome.map(|reply| reply.into_inner().order_id))
+        });
+    }
+    let mut acknowledged = HashSet::new();
+    while let Some(joined) = calls.join_next().await {
+        match joined.unwrap() {
+            (REFUSED, outcome) => {
+                let status = outcome.expect_err("the trigger refuses this write");
+                assert_eq!(status.code(), Code::Internal, "{status:?}");
+            }
+            (index, outcome) => {
+                let id = outcome.unwrap_or_else(|status| panic!("create {index}: {status:?}"));
+                acknowledged.insert(id);
+            }
+        }
+    }
+    assert_eq!(acknowledged.len(), CREATES - 1);
+
+    let stored = all_order_ids(&mut client).await;
+    assert!(acknowledged.is_subset(&stored));
+    assert_eq!(
+        stored.len(),
+        CREATES,
+        "the acknowledged orders and the first one"
+    );
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |row| row.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM orders WHERE customer_id = 'refused'"),
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM order_events"), CREATES as i64);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM order_events WHERE order_id NOT IN (SELECT order_id FROM orders)"
+        ),
+        0,
+        "an event of the refused write was kept"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM idempotency_keys"),
+        CREATES as i64
+    );
 }
 
 /// A small tmpfs mounted for one test (we run as root in CI); unmounted when dropped.

@@ -1,12 +1,14 @@
 //! The embedded SQLite store: one writer thread (group commit), a pool of readers and a cache of
 //! recently written orders over one database file in WAL mode, used by one process at a time.
 
+mod apply;
 mod cache;
 mod checkpointer;
 mod files;
 mod readers;
 mod rows;
 mod schema;
+mod statements;
 mod thread_exit;
 mod webhooks;
 mod write_health;

@@ -1,21 +1,23 @@
 //! The single writer: one thread owns the only writing connection and applies writes in batches.
 //! Concurrent writes that queue up while a commit is syncing go into the next transaction
-//! together (group commit), each inside its own savepoint so one failing write does not undo the
-//! others. One writer also means SQLite never answers SQLITE_BUSY between our own writes, and
-//! sequence order equals commit order, which the live event feed depends on.
+//! together (group commit). One failing write does not undo the others: a write that fails
+//! before changing anything (an unknown order, a refused transition, a reused key) simply
+//! answers its error; one that fails after changing rows takes the transaction down with it,
+//! and the others are applied again in a new one. One writer also means SQLite never answers
+//! SQLITE_BUSY between our own writes, and sequence order equals commit order, which the live
+//! event feed depends on.
 
+use super::apply::{Failed, apply};
 use super::cache::OrderCache;
 use super::checkpointer::{Checkpoint, CheckpointLock, checkpoint};
 use super::files::DatabaseFiles;
-use super::rows::{ORDER_COLUMNS, find_order, into_error};
+use super::rows::into_error;
+use super::statements::Statements;
 use super::write_health::{Cause, WriteHealth, unavailable};
-use crate::domain::{
-    Change, Effect, Error, Order, OrderEvent, OrderStatus, UnixMicros, Write, WriteOutcome,
-    concurrent_change, decide, replay,
-};
+use crate::domain::{Error, UnixMicros, Write, WriteOutcome};
 use crate::error_chain::DisplayChain;
-use crate::store::{LiveEvents, Retention, record};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use crate::store::{LiveEvents, Retention};
+use rusqlite::{Connection, TransactionBehavior, params};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -135,7 +137,7 @@ impl Writer {
         if let Some(lost) = self.health.lost() {
             return fail_all(jobs, &lost);
         }
-        let mut tx = match self
+        let tx = match self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
         {
@@ -145,43 +147,49 @@ impl Writer {
         let mut results = Vec::with_capacity(jobs.len());
         let mut events = Vec::new();
         let mut ended_by = None;
+        let mut statements = Statements::new(&tx);
         for (index, job) in jobs.iter().enumerate() {
             // The lock wait above may have outlived a caller's deadline: check again per write.
             if job.abandoned() {
                 results.push(Err(Error::DeadlineExceeded));
                 continue;
             }
-            let applied = tx.savepoint().map_err(into_error).and_then(|savepoint| {
-                let outcome = apply(&savepoint, &job.write)?;
-                savepoint.commit().map_err(into_error)?;
-                Ok(outcome)
-            });
-            match applied {
+            // No savepoint per write: each cost more than the write's own rows (parsing
+            // SAVEPOINT and RELEASE, and copying every page the write touched into a statement
+            // journal in case of a rollback that almost never comes).
+            match apply(&mut statements, &job.write) {
                 Ok((outcome, event)) => {
                     events.extend(event);
                     results.push(Ok(outcome));
                 }
-                Err(error) => {
-                    // Some errors (I/O, full disk, out of memory) make SQLite roll back the
-                    // whole transaction, not just the savepoint: the writes before this one
-                    // are gone too.
-                    if tx.is_autocommit() {
-                        ended_by = Some((index, error));
-                        break;
-                    }
-                    results.push(Err(error));
+                // Nothing of this write is in the transaction: it fails alone, here. Unless the
+                // error (I/O, full disk, out of memory) made SQLite roll the whole transaction
+                // back: the writes before this one are gone too.
+                Err(Failed::Unchanged(error)) if !tx.is_autocommit() => results.push(Err(error)),
+                Err(Failed::Unchanged(error) | Failed::Changed(error)) => {
+                    ended_by = Some((index, error));
+                    break;
                 }
             }
         }
+        drop(statements);
         if let Some((index, error)) = ended_by {
             // Answer the write that ended the transaction, and apply the others again in a
             // new one (nothing of theirs was committed), so one bad write fails alone.
+            let rolled_back = tx.is_autocommit();
             drop(tx);
-            tracing::error!(
-                error = %DisplayChain(&error),
-                "a write ended its batch's transaction; retrying the rest of the batch"
-            );
-            record_failure(&self.health, CauseText(DisplayChain(&error).to_string()));
+            if rolled_back {
+                tracing::error!(
+                    error = %DisplayChain(&error),
+                    "a write ended its batch's transaction; retrying the rest of the batch"
+                );
+                record_failure(&self.health, CauseText(DisplayChain(&error).to_string()));
+            } else {
+                tracing::warn!(
+                    error = %DisplayChain(&error),
+                    "a write failed after changing rows; retrying the rest of its batch without it"
+                );
+            }
             let mut jobs = jobs;
             let failed = jobs.remove(index);
             let _ = failed.reply.send(Err(error));
@@ -360,157 +368,6 @@ impl std::fmt::Display for CauseText {
 }
 
 impl std::error::Error for CauseText {}
-
-/// Applies one write inside the current savepoint: idempotency check, the change, its event,
-/// the idempotency record. What each of them means is decided in the domain
-/// ([`crate::domain::replay`], [`crate::domain::decide`]); this only reads and writes rows.
-fn apply(conn: &Connection, write: &Write) -> Result<(WriteOutcome, Option<OrderEvent>), Error> {
-    if let Some(request_id) = &write.request_id {
-        let stored: Option<(Vec<u8>, String)> = conn
-            .prepare_cached(
-                "SELECT fingerprint, response FROM idempotency_keys
-                 WHERE principal = ?1 AND request_id = ?2",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_row(
-                        params![write.principal.as_str(), request_id.as_str()],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()
-            })
-            .map_err(into_error)?;
-        if let Some((stored_fingerprint, response)) = stored {
-            let first_response = record::decode_order(&response).map_err(Error::internal)?;
-            return Ok((replay(write, &stored_fingerprint, first_response)?, None));
-        }
-    }
-    let current = match &write.change {
-        Change::Create(_) => None,
-        Change::UpdateStatus(update) => find_order(conn, &update.order_id)?,
-    };
-    let effect = decide(&write.change, current, write.now)?;
-    let event = match &effect {
-        Effect::Insert(order) => {
-            insert_order(conn, order)?;
-            Some(append_event(conn, order, None, "", write)?)
-        }
-        Effect::Update { from, to } => {
-            update_order(conn, from, to)?;
-            Some(append_event(
-                conn,
-                to,
-                Some(from.status),
-                write.change.reason(),
-                write,
-            )?)
-        }
-        Effect::Unchanged(_) => None,
-    };
-    let order = effect.order().clone();
-    if let Some(request_id) = &write.request_id {
-        conn.prepare_cached(
-            "INSERT INTO idempotency_keys (principal, request_id, fingerprint, response, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut statement| {
-            statement.execute(params![
-                write.principal.as_str(),
-                request_id.as_str(),
-                &write.fingerprint().0[..],
-                record::encode_order(&order),
-                write.now.0
-            ])
-        })
-        .map_err(into_error)?;
-    }
-    Ok((
-        WriteOutcome {
-            order,
-            replayed: false,
-        },
-        event,
-    ))
-}
-
-fn insert_order(conn: &Connection, order: &Order) -> Result<(), Error> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))
-    .and_then(|mut statement| {
-        statement.execute(params![
-            order.id.as_str(),
-            order.customer_id.as_str(),
-            order.currency.as_str(),
-            record::encode_items(&order.items),
-            order.total_cents,
-            order.status.number(),
-            order.version,
-            order.create_time.0,
-            order.update_time.0,
-        ])
-    })
-    .map_err(into_error)?;
-    Ok(())
-}
-
-/// Moves the row still at `from`'s version to `to`; a row at another version is a lost race.
-fn update_order(conn: &Connection, from: &Order, to: &Order) -> Result<(), Error> {
-    let updated = conn
-        .prepare_cached(
-            "UPDATE orders SET status = ?1, version = ?2, update_time = ?3
-             WHERE order_id = ?4 AND version = ?5",
-        )
-        .and_then(|mut statement| {
-            statement.execute(params![
-                to.status.number(),
-                to.version,
-                to.update_time.0,
-                to.id.as_str(),
-                from.version,
-            ])
-        })
-        .map_err(into_error)?;
-    if updated == 1 {
-        return Ok(());
-    }
-    let actual = find_order(conn, &from.id)?.map(|order| order.version);
-    Err(concurrent_change(from, actual))
-}
-
-fn append_event(
-    conn: &Connection,
-    order: &Order,
-    previous_status: Option<OrderStatus>,
-    reason: &str,
-    write: &Write,
-) -> Result<OrderEvent, Error> {
-    let snapshot = record::encode_order(order);
-    let event_time = order.update_time;
-    conn.prepare_cached(
-        "INSERT INTO order_events
-             (order_id, previous_status, event_time, reason, snapshot, trace_parent)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            order.id.as_str(),
-            previous_status.map_or(0, OrderStatus::number),
-            event_time.0,
-            reason,
-            snapshot,
-            write.trace_parent
-        ])
-    })
-    .map_err(into_error)?;
-    Ok(OrderEvent {
-        sequence: conn.last_insert_rowid() as u64,
-        order: order.clone(),
-        previous_status,
-        event_time,
-        trace_parent: write.trace_parent.clone(),
-    })
-}
 
 /// Deletes events and idempotency keys past their retention. An order's latest event is kept
 /// (it is the order's current state for watchers); `events_pruned_through` records the highest
