@@ -10,6 +10,8 @@ pub struct Observability {
     pub metrics: Metrics,
     /// The Prometheus text view of the same meter provider, served on the metrics address.
     pub exposition: PrometheusExposition,
+    /// Whether spans are exported: only then is store work given spans of its own.
+    pub spans_exported: bool,
 }
 
 impl Observability {
@@ -18,6 +20,7 @@ impl Observability {
         Observability {
             metrics: telemetry.metrics().clone(),
             exposition: telemetry.exposition(),
+            spans_exported: telemetry.exports_traces(),
         }
     }
 }

@@ -72,6 +72,7 @@ impl Application {
                     Arc::clone(&store) as Arc<dyn OrderStore>,
                     "sqlite",
                     observability.metrics.clone(),
+                    observability.spans_exported,
                 ));
                 (orders, store)
             }
@@ -87,6 +88,7 @@ impl Application {
                     Arc::clone(&store) as Arc<dyn OrderStore>,
                     "postgresql",
                     observability.metrics.clone(),
+                    observability.spans_exported,
                 ));
                 (orders, store)
             }

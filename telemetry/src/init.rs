@@ -1,11 +1,12 @@
 //! One call for a binary: read the environment, build the pipelines, install the global
 //! subscriber, propagator, tracer and meter providers.
 
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ConfigError, TelemetryConfig};
-use crate::logs::{LogFilterError, log_layer};
+use crate::logs::{LogFilter, LogFilterError, fmt_layer};
 use crate::pipeline::{PipelineError, Telemetry};
 use crate::propagation::propagator;
 
@@ -40,16 +41,35 @@ pub fn init_with(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
         return Err(InitError::AlreadyInstalled);
     }
     let (stderr, log_writer) = crate::log_writer::BufferedStderr::new();
-    let log_layer = log_layer(config.log_format, &config.log_filter, stderr)?;
+    let log_filter = LogFilter::parse(&config.log_filter)?;
     let mut telemetry = Telemetry::build_with(config, |meter_provider| {
         opentelemetry::global::set_meter_provider(meter_provider.clone());
     })?;
     telemetry.keep_log_writer(log_writer);
-    tracing_subscriber::registry()
-        .with(log_layer)
-        .with(telemetry.tracing_layer())
-        .try_init()
-        .map_err(|_| InitError::AlreadyInstalled)?;
+    let installed = match telemetry.unfiltered_local_trace_layer() {
+        // One path for every span and event: when the log filter lets through every span the
+        // tracing layer wants (the default `info` does), it filters for the whole subscriber
+        // and neither layer needs a per-layer filter, which would look each span up again in
+        // the registry on every enter, exit and record, for each layer.
+        Some(local_trace) if log_filter.lets_info_through(&config.traced_targets) => {
+            tracing_subscriber::registry()
+                .with(log_filter)
+                .with(fmt_layer(config.log_format, stderr))
+                .with(local_trace)
+                .try_init()
+        }
+        // Otherwise (a quieter log, span directives, or spans exported) each layer has its own
+        // filter, so a quiet log never hides spans from tracing.
+        _ => tracing_subscriber::registry()
+            .with(
+                fmt_layer(config.log_format, stderr)
+                    .with_filter(log_filter)
+                    .boxed(),
+            )
+            .with(telemetry.tracing_layer())
+            .try_init(),
+    };
+    installed.map_err(|_| InitError::AlreadyInstalled)?;
     opentelemetry::global::set_text_map_propagator(propagator());
     opentelemetry::global::set_tracer_provider(telemetry.tracer_provider().clone());
     tracing::debug!(

@@ -10,9 +10,10 @@
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 
+use opentelemetry::trace::{SpanId, TraceId};
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
@@ -92,35 +93,62 @@ where
         let metadata = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\"", metadata.level())?;
+        writer.write_str(match *metadata.level() {
+            Level::ERROR => "\",\"level\":\"ERROR\"",
+            Level::WARN => "\",\"level\":\"WARN\"",
+            Level::INFO => "\",\"level\":\"INFO\"",
+            Level::DEBUG => "\",\"level\":\"DEBUG\"",
+            Level::TRACE => "\",\"level\":\"TRACE\"",
+        })?;
 
         let mut members = JsonMembers::new(writer.by_ref(), true);
         event.record(&mut members);
         members.result?;
 
-        writer.write_str(",\"target\":")?;
-        write_json_string(&mut writer, metadata.target())?;
+        writer.write_str(",\"target\":\"")?;
+        JsonEscaped(&mut writer).write_str(metadata.target())?;
 
         if let Some(span) = ctx.parent_span() {
-            writer.write_str(",\"span\":{")?;
+            writer.write_str("\",\"span\":{")?;
             let extensions = span.extensions();
             if let Some(fields) = extensions.get::<FormattedFields<JsonSpanFields>>()
                 && !fields.fields.is_empty()
             {
                 writer.write_str(&fields.fields)?;
-                writer.write_char(',')?;
+                writer.write_str(",\"name\":\"")?;
+            } else {
+                writer.write_str("\"name\":\"")?;
             }
-            writer.write_str("\"name\":")?;
-            write_json_string(&mut writer, span.name())?;
-            writer.write_char('}')?;
+            JsonEscaped(&mut writer).write_str(span.name())?;
+            writer.write_str("\"}")?;
+        } else {
+            writer.write_str("\"")?;
         }
         if let Some((trace_id, span_id)) = event_trace_ids(ctx) {
-            write!(
-                writer,
-                ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
-            )?;
+            let members = trace_members(trace_id, span_id);
+            writer.write_str(std::str::from_utf8(&members).map_err(|_| fmt::Error)?)?;
         }
         writer.write_str("}\n")
+    }
+}
+
+/// `,"trace_id":"<32 hex digits>","span_id":"<16 hex digits>"`, the lower-case hex the W3C
+/// trace context uses (as the ids' `Display` writes them), put together without the formatting
+/// machinery.
+fn trace_members(trace_id: TraceId, span_id: SpanId) -> [u8; 75] {
+    let mut members: [u8; 75] =
+        *b",\"trace_id\":\"00000000000000000000000000000000\",\"span_id\":\"0000000000000000\"";
+    hex_into(&mut members[13..45], &trace_id.to_bytes());
+    hex_into(&mut members[58..74], &span_id.to_bytes());
+    members
+}
+
+/// Writes `bytes` as lower-case hex into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
 }
 
@@ -194,63 +222,98 @@ impl<'writer> JsonMembers<'writer> {
         }
     }
 
-    fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result) {
+    /// Writes `"name":` (after a comma when needed) and then the value. `opens_string` says
+    /// whether the value is a JSON string, whose opening quote is then written with the name
+    /// (each write through the writer is a dynamic call and a copy, and a line has many).
+    fn member(
+        &mut self,
+        field: &Field,
+        opens_string: bool,
+        value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result,
+    ) {
         if self.result.is_ok() {
-            self.result = self.write_member(field, value);
+            self.result = self.write_member(field, opens_string, value);
         }
     }
 
     fn write_member(
         &mut self,
         field: &Field,
+        opens_string: bool,
         value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result,
     ) -> fmt::Result {
-        if std::mem::replace(&mut self.needs_comma, true) {
-            self.writer.write_char(',')?;
-        }
+        let comma = std::mem::replace(&mut self.needs_comma, true);
+        self.writer.write_str(if comma { ",\"" } else { "\"" })?;
         // `r#type` is declared as `type`.
         let name = field.name();
-        write_json_string(&mut self.writer, name.strip_prefix("r#").unwrap_or(name))?;
-        self.writer.write_char(':')?;
+        JsonEscaped(&mut self.writer).write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        self.writer
+            .write_str(if opens_string { "\":\"" } else { "\":" })?;
         value(&mut self.writer)
     }
+}
+
+/// Writes an integer in decimal, as `Display` does, without the formatting machinery.
+fn write_integer(writer: &mut impl fmt::Write, negative: bool, mut magnitude: u64) -> fmt::Result {
+    let mut digits = [0u8; 21];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    writer.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
 }
 
 impl Visit for JsonMembers<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            self.member(field, |writer| write!(writer, "{value}"));
+            self.member(field, false, |writer| write!(writer, "{value}"));
         } else {
             // JSON has no NaN or infinity.
-            self.member(field, |writer| write!(writer, "\"{value}\""));
+            self.member(field, true, |writer| write!(writer, "{value}\""));
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, false, |writer| {
+            write_integer(writer, value < 0, value.unsigned_abs())
+        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, false, |writer| write_integer(writer, false, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, false, |writer| {
+            writer.write_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |writer| write_json_string(writer, value));
+        self.member(field, true, |writer| {
+            JsonEscaped(&mut *writer).write_str(value)?;
+            writer.write_str("\"")
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, |writer| {
-            writer.write_char('"')?;
+        self.member(field, true, |writer| {
             write!(JsonEscaped(&mut *writer), "{value:?}")?;
-            writer.write_char('"')
+            writer.write_str("\"")
         });
     }
 }
 
+#[cfg(test)]
 fn write_json_string(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
     writer.write_char('"')?;
     JsonEscaped(&mut *writer).write_str(value)?;
@@ -260,14 +323,56 @@ fn write_json_string(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
 /// Escapes what it is given as the inside of a JSON string.
 struct JsonEscaped<W>(W);
 
+/// How many leading bytes of `bytes` need no escaping, looked at eight at a time.
+///
+/// A byte needs escaping when it is `"`, `\` or below 0x20. For each 8-byte word the classic
+/// "has a zero byte" test (`(v - 0x01…01) & !v & 0x80…80`) is run on the word XORed with each
+/// of the two characters, and the "has a byte below 0x20" test (`(v - 0x20…20) & !v &
+/// 0x80…80`) on the word itself. Both tell exactly whether such a byte is in the word (not
+/// where), so the first word with one ends the fast scan and the caller goes on byte by byte
+/// from its start. The bytes after the last whole word are tested as one word padded with a
+/// plain byte.
+fn plain_prefix_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let special = |word: u64| {
+        has_zero(word ^ (ONES * u64::from(b'"')))
+            | has_zero(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+    };
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    let mut plain = 0;
+    for word in words {
+        if special(u64::from_le_bytes(word.try_into().unwrap_or([0; 8]))) != 0 {
+            return plain;
+        }
+        plain += 8;
+    }
+    // The last few bytes, as a word padded with a plain byte.
+    let mut last = [b'a'; 8];
+    for (slot, byte) in last.iter_mut().zip(tail) {
+        *slot = *byte;
+    }
+    if special(u64::from_le_bytes(last)) == 0 {
+        plain += tail.len();
+    }
+    plain
+}
+
 impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        // Byte by byte: every character to escape is ASCII, and no byte of a multi-byte UTF-8
-        // character is below 0x80, so plain runs (almost every value) are found without
-        // decoding characters and written with one copy.
+        // Every character to escape is ASCII, and no byte of a multi-byte UTF-8 character is
+        // below 0x80, so plain runs (almost every value) are found without decoding characters
+        // and written with one copy; whole words of plain bytes are skipped first.
         let bytes = text.as_bytes();
+        let skipped = plain_prefix_len(bytes);
+        if skipped == bytes.len() {
+            return self.0.write_str(text);
+        }
         let mut plain_from = 0;
-        for (index, &byte) in bytes.iter().enumerate() {
+        for (index, &byte) in bytes.iter().enumerate().skip(skipped) {
             let escape = match byte {
                 b'"' => "\\\"",
                 b'\\' => "\\\\",
@@ -323,6 +428,47 @@ mod tests {
         assert_eq!(text(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
         assert_eq!(text(253_402_300_799, 0), "9999-12-31T23:59:59.000000Z");
         assert!(rfc3339_micros(253_402_300_800, 0).is_none());
+    }
+
+    #[test]
+    fn every_position_of_every_escaped_byte_is_found() {
+        // Each special byte at each offset of the first three words, after plain ASCII or
+        // multi-byte characters, with more text after it.
+        for special in ["\"", "\\", "\n", "\u{1}", "\u{1f}"] {
+            for at in 0..24 {
+                let after_ascii = format!("{}{special}{}", "a".repeat(at), "é".repeat(5));
+                let after_utf8 = format!("{}{}{special}x", "é".repeat(at / 2), "a".repeat(at % 2));
+                for text in [after_ascii, after_utf8] {
+                    let out = escaped(&text);
+                    let parsed: String = serde_json::from_str(&out).unwrap();
+                    assert_eq!(parsed, text, "{out}");
+                }
+            }
+        }
+        assert_eq!(plain_prefix_len(b"0123456789abcdef\"x"), 16);
+        assert_eq!(plain_prefix_len("ééééé\u{7f}~ ".as_bytes()), 13);
+        assert_eq!(plain_prefix_len("ééééé\u{7f}~\t".as_bytes()), 8);
+        assert_eq!(plain_prefix_len(b"0123456\n"), 0);
+        assert_eq!(plain_prefix_len(b"abc"), 3);
+        assert_eq!(plain_prefix_len(b""), 0);
+    }
+
+    #[test]
+    fn ids_and_integers_are_written_as_display_writes_them() {
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&trace_members(trace_id, span_id)).unwrap(),
+            format!(",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"")
+        );
+        for value in [0, 7, -7, 10, 1_234_567, i64::MIN, i64::MAX] {
+            let mut out = String::new();
+            write_integer(&mut out, value < 0, value.unsigned_abs()).unwrap();
+            assert_eq!(out, value.to_string());
+        }
+        let mut out = String::new();
+        write_integer(&mut out, false, u64::MAX).unwrap();
+        assert_eq!(out, u64::MAX.to_string());
     }
 
     #[test]

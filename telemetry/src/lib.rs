@@ -28,6 +28,7 @@ mod metrics;
 mod metrics_server;
 mod pipeline;
 pub mod propagation;
+mod store_durations;
 
 pub use accept_errors::AcceptErrors;
 pub use config::{LogFormat, TelemetryConfig};

@@ -21,6 +21,7 @@ use opentelemetry_sdk::trace::{
 use tracing::span::{Attributes, Id};
 use tracing::{Dispatch, Subscriber};
 use tracing_subscriber::Registry;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
@@ -46,15 +47,30 @@ impl LocalSpan {
 pub(crate) struct LocalTraceLayer<S> {
     sampler: Sampler,
     ids: RandomIdGenerator,
+    /// The spans it gives a context to, when it is not behind a per-layer filter that already
+    /// chose them (see [`LocalTraceLayer::choosing`]).
+    targets: Option<Targets>,
     _subscriber: PhantomData<fn(S)>,
 }
 
 impl<S> LocalTraceLayer<S> {
+    /// A layer for behind a per-layer filter: every span it is shown gets a context.
     pub(crate) fn new(sampler: Sampler) -> Self {
         Self {
             sampler,
             ids: RandomIdGenerator::default(),
+            targets: None,
             _subscriber: PhantomData,
+        }
+    }
+
+    /// A layer that picks the spans of `targets` itself, for a subscriber whose global filter
+    /// lets all of them through: without a per-layer filter, entering, exiting and recording a
+    /// span cost no per-layer lookups of the span (this layer has nothing to do then).
+    pub(crate) fn choosing(sampler: Sampler, targets: Targets) -> Self {
+        Self {
+            targets: Some(targets),
+            ..Self::new(sampler)
         }
     }
 }
@@ -108,14 +124,21 @@ where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        let metadata = attrs.metadata();
+        if let Some(targets) = &self.targets
+            && !targets.would_enable(metadata.target(), metadata.level())
+        {
+            return;
+        }
         let Some(span) = ctx.span(id) else {
             return;
         };
-        // The parent this layer sees (spans of other targets are skipped over), else whatever
-        // OpenTelemetry context is active on this thread.
+        // The nearest enclosing span with a context (spans of other targets are skipped over),
+        // else whatever OpenTelemetry context is active on this thread.
         let parent = span
-            .parent()
-            .and_then(|parent| parent.extensions().get::<LocalSpan>().cloned());
+            .scope()
+            .skip(1)
+            .find_map(|parent| parent.extensions().get::<LocalSpan>().cloned());
         let name = attrs.metadata().name();
         let local = match parent {
             Some(parent) => child_span(&self.sampler, &self.ids, &parent.context, name),

@@ -3,10 +3,13 @@
 //! conventions where one exists (`rpc.server.call.duration`, …); Prometheus sees them with
 //! dots turned into underscores and the unit appended (`rpc_server_call_duration_seconds`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
+
+use crate::store_durations::StoreDurations;
 
 /// Bucket boundaries in seconds for call and store latencies: 0.5 ms up to 30 s (the largest
 /// deadline order-service accepts).
@@ -27,7 +30,8 @@ pub struct Metrics {
     idempotent_replays: Counter<u64>,
     watch_streams: UpDownCounter<i64>,
     watch_events: Counter<u64>,
-    store_duration: Histogram<f64>,
+    /// Bound per operation and outcome: a store operation runs in every call.
+    store_duration: Arc<StoreDurations>,
     pub(crate) http_server_duration: Histogram<f64>,
     pub(crate) spans_dropped: Counter<u64>,
     rate_limited: Counter<u64>,
@@ -92,10 +96,10 @@ impl Metrics {
                 .u64_counter("orders.watch.events.sent")
                 .with_description("Order events sent on WatchOrders streams")
                 .build(),
-            store_duration: seconds(
+            store_duration: Arc::new(StoreDurations::new(seconds(
                 "orders.store.operation.duration",
                 "Duration of order store operations, by operation and outcome",
-            ),
+            ))),
             http_server_duration: seconds(
                 "http.server.request.duration",
                 "Duration of HTTP requests served, by method, route and status code",
@@ -168,13 +172,8 @@ impl Metrics {
     /// A store operation (`operation` e.g. `create_order`) took `elapsed`; `ok` tells whether
     /// it succeeded.
     pub fn record_store_operation(&self, operation: &'static str, elapsed: Duration, ok: bool) {
-        self.store_duration.record(
-            elapsed.as_secs_f64(),
-            &[
-                KeyValue::new("db.operation.name", operation),
-                KeyValue::new("outcome", if ok { "ok" } else { "error" }),
-            ],
-        );
+        self.store_duration
+            .record(operation, elapsed.as_secs_f64(), ok);
     }
 
     /// A call of `principal` was refused for its rate limit. Principals are the fixed set of

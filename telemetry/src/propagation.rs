@@ -110,6 +110,10 @@ pub fn context_of(span: &tracing::Span) -> Context {
 /// Makes `span` a child of the trace described by `headers` when they carry one.
 /// Returns whether a valid remote parent was found.
 pub fn continue_trace_from(span: &tracing::Span, headers: &HeaderMap) -> bool {
+    // Most calls carry neither: two header lookups instead of building contexts to find out.
+    if !headers.contains_key("traceparent") && !headers.contains_key("baggage") {
+        return false;
+    }
     let parent = extract_context(headers);
     let remote = parent.span().span_context().is_valid();
     if (remote || !parent.baggage().is_empty()) && !crate::local_trace::set_parent(span, &parent) {

@@ -4,10 +4,15 @@
 //! it prints creates/s against one-fsync-per-commit SQLite measured on the same disk in the same
 //! rounds.
 //!
+//! With `--otlp-collector` the service exports every span (sampler `always_on`) and its metrics
+//! to a live OTLP/gRPC collector in this process, which counts what it receives; bare tonic stays
+//! the baseline.
+//!
 //! Run: `cargo build --release -p order-service -p order-status-bench && target/release/bench`
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use order_status_bench::collector::{Collector, Received};
 use order_status_bench::cpu::CpuClock;
 use order_status_bench::fsync_baseline;
 use order_status_bench::load::{self, LoadResult, LoadSettings, Target, Workload};
@@ -68,6 +73,11 @@ struct Args {
     /// Keep the temporary directory (database, server logs) instead of deleting it at the end.
     #[arg(long)]
     keep_work_dir: bool,
+    /// Start a live OTLP/gRPC collector in this process and make order-service export every
+    /// span (`OTEL_TRACES_SAMPLER=always_on`) and its metrics (every second) to it; the spans
+    /// received are counted and checked against the calls made.
+    #[arg(long)]
+    otlp_collector: bool,
 }
 
 #[tokio::main]
@@ -142,11 +152,26 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let tokens_file = dir.path().join("tokens.toml");
     tokens::write_tokens_file(&tokens_file, &token).context("writing the tokens file")?;
     let database = dir.path().join("orders.db");
+    let collector = if args.otlp_collector {
+        Some(
+            Collector::start()
+                .await
+                .context("starting the OTLP collector")?,
+        )
+    } else {
+        None
+    };
 
     let real = ServerProcess::start(
         "order-service",
         &order_service,
-        order_service_command(&order_service, &database, &tokens_file, &args),
+        order_service_command(
+            &order_service,
+            &database,
+            &tokens_file,
+            &args,
+            collector.as_ref(),
+        ),
         dir.path().join("order-service.log"),
     )
     .await?;
@@ -183,6 +208,13 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         call_deadline: args.call_deadline,
     };
     print_header(&args, &order_service, &real, &bare, &database);
+    if let Some(collector) = &collector {
+        println!(
+            "order-service exports every span and its metrics (every 1 s) to the OTLP/gRPC \
+             collector at {} in this process\n",
+            collector.endpoint()
+        );
+    }
 
     let mut totals = Totals::default();
     let mut seeded = 0_u64;
@@ -228,6 +260,9 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             let mut result = load::run(target, &workload, settings, cpu).await?;
             print_round("GetOrder   ", side, "req", &mut result);
             total.merge(&result);
+            if let (Some(collector), Side::Real) = (&collector, side) {
+                print_received("so far", &collector.received());
+            }
         }
         for &side in sides(Call::CreateOrder) {
             let (target, total) = match side {
@@ -256,6 +291,10 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     }
 
     let failed = print_summary(&mut totals, &args);
+    let spans_lost = match &collector {
+        Some(collector) => !check_exported(collector, &totals).await,
+        None => false,
+    };
     let log_bytes = std::fs::metadata(&real.log).map(|m| m.len()).unwrap_or(0);
     real.stop().await?;
     bare.stop().await?;
@@ -272,10 +311,19 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     if stored < acknowledged {
         anyhow::bail!("fewer orders on disk ({stored}) than acknowledged ({acknowledged})");
     }
+    if spans_lost {
+        anyhow::bail!("the OTLP collector received fewer GetOrder spans than calls (see above)");
+    }
     Ok(failed)
 }
 
-fn order_service_command(binary: &Path, database: &Path, tokens: &Path, args: &Args) -> Command {
+fn order_service_command(
+    binary: &Path,
+    database: &Path,
+    tokens: &Path,
+    args: &Args,
+    collector: Option<&Collector>,
+) -> Command {
     let mut command = Command::new(binary);
     command
         .arg("--addr")
@@ -299,7 +347,59 @@ fn order_service_command(binary: &Path, database: &Path, tokens: &Path, args: &A
         Some(filter) => command.env("RUST_LOG", filter),
         None => command.env_remove("RUST_LOG"),
     };
+    if let Some(collector) = collector {
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+            .env("OTEL_TRACES_SAMPLER", "always_on")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "1000");
+    }
     command
+}
+
+/// The server span name of GetOrder, as the service exports it.
+const GET_ORDER_SPAN: &str = "orders.v1.OrderService/GetOrder";
+
+fn print_received(when: &str, received: &Received) {
+    println!(
+        "  OTLP collector ({when}): {} spans in {} exports, {} GetOrder server spans, {} \
+         get_order store spans; the service's exporter reports {} spans dropped (queue full)",
+        received.span_count(),
+        received.trace_exports,
+        received.spans_of("server", GET_ORDER_SPAN),
+        received.spans_of("internal", "get_order"),
+        received.dropped_queue_full(),
+    );
+}
+
+/// Waits for the last batches, prints what the collector received and checks that it received
+/// a server span for at least every GetOrder call counted OK (warm-up calls add more).
+async fn check_exported(collector: &Collector, totals: &Totals) -> bool {
+    // Longer than the batch processor's 5 s schedule delay and the 1 s metric interval.
+    let received = collector
+        .settle(
+            "server",
+            GET_ORDER_SPAN,
+            Duration::from_secs(7),
+            Duration::from_secs(30),
+        )
+        .await;
+    println!();
+    print_received("at the end", &received);
+    let spans = received.spans_of("server", GET_ORDER_SPAN);
+    let calls = totals.get_real.ok;
+    if spans >= calls {
+        println!(
+            "  OTLP collector: {spans} GetOrder server spans for {calls} GetOrder calls counted \
+             in the measured windows (warm-up calls are not counted, their spans are)"
+        );
+        true
+    } else {
+        println!(
+            "  OTLP collector: only {spans} GetOrder server spans for {calls} GetOrder calls \
+             counted in the measured windows: spans were lost"
+        );
+        false
+    }
 }
 
 fn print_header(

@@ -1,5 +1,9 @@
 //! A store decorator that gives every store operation a span (a child of the call's server span)
 //! and a latency measurement, whichever database is behind it.
+//!
+//! The span is made only when spans are exported: without an exporter nothing would read it
+//! (the store logs nothing inside it that needs its own span id; lines carry the call's), and
+//! making, entering and closing it cost GetOrder about a tenth of its instructions.
 
 use super::{Live, LogBounds, OrderStore};
 use crate::domain::{
@@ -18,15 +22,24 @@ pub struct InstrumentedStore {
     /// `db.system.name` of the spans, e.g. `sqlite`.
     system: &'static str,
     metrics: Metrics,
+    /// Whether each operation gets a span (when spans are exported).
+    spans: bool,
 }
 
 impl InstrumentedStore {
-    /// Observes `inner`, a `system` database, into `metrics`.
-    pub fn new(inner: Arc<dyn OrderStore>, system: &'static str, metrics: Metrics) -> Self {
+    /// Observes `inner`, a `system` database, into `metrics`; with `spans`, every operation
+    /// also gets a span.
+    pub fn new(
+        inner: Arc<dyn OrderStore>,
+        system: &'static str,
+        metrics: Metrics,
+        spans: bool,
+    ) -> Self {
         InstrumentedStore {
             inner,
             system,
             metrics,
+            spans,
         }
     }
 
@@ -35,16 +48,20 @@ impl InstrumentedStore {
         operation: &'static str,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let span = tracing::info_span!(
-            "store",
-            otel.name = operation,
-            db.system.name = self.system,
-            db.operation.name = operation,
-            otel.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
         let started = Instant::now();
-        let result = work.instrument(span.clone()).await;
+        let (result, span) = if self.spans {
+            let span = tracing::info_span!(
+                "store",
+                otel.name = operation,
+                db.system.name = self.system,
+                db.operation.name = operation,
+                otel.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            (work.instrument(span.clone()).await, Some(span))
+        } else {
+            (work.await, None)
+        };
         // A refusal by the rules (not found, bad transition…) is the store working; only a
         // store that could not do its job counts as failed.
         let failure = match &result {
@@ -52,7 +69,7 @@ impl InstrumentedStore {
             Err(Error::Internal(_)) => Some("internal"),
             _ => None,
         };
-        if let Some(kind) = failure {
+        if let (Some(kind), Some(span)) = (failure, &span) {
             span.record("otel.status_code", "ERROR");
             span.record("error.type", kind);
         }

@@ -56,7 +56,8 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The status carried by `grpc-status`/`grpc-message` in `headers`, if any.
+/// The status carried by `grpc-status`/`grpc-message` in `headers`, if any. The message of an
+/// OK status is never used (only failures put theirs on the span), so it is not looked up.
 fn status_from_headers(headers: &HeaderMap) -> Option<(Code, String)> {
     let code = headers
         .get("grpc-status")?
@@ -65,6 +66,10 @@ fn status_from_headers(headers: &HeaderMap) -> Option<(Code, String)> {
         .trim()
         .parse::<i32>()
         .ok()?;
+    let code = Code::from_i32(code);
+    if code == Code::Ok {
+        return Some((code, String::new()));
+    }
     let message = headers
         .get("grpc-message")
         .and_then(|value| value.to_str().ok())
@@ -74,7 +79,7 @@ fn status_from_headers(headers: &HeaderMap) -> Option<(Code, String)> {
                 .into_owned()
         })
         .unwrap_or_default();
-    Some((Code::from_i32(code), message))
+    Some((code, message))
 }
 
 /// The code a client infers from an HTTP status when no `grpc-status` came back (the gRPC

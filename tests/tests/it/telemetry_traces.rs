@@ -445,6 +445,32 @@ async fn nothing_is_exported_without_an_endpoint() {
     assert!(serve.terminate().await.unwrap().success());
     server.stop().await.unwrap();
     assert_eq!(receiver.trace_exports(), 0, "{:?}", receiver.spans());
+    // Without an exporter (and with RUST_LOG=info, where the log filter is the whole
+    // subscriber's), the access line still carries the call span's fields and trace ids.
+    let log = server.log();
+    let access = json_log_lines(&log)
+        .into_iter()
+        .find(|line| {
+            line["message"] == "call finished"
+                && line["method"] == "orders.v1.OrderService/GetOrder"
+                && line["code"] == "OK"
+        })
+        .unwrap_or_else(|| panic!("no GetOrder access line in:\n{log}"));
+    let span = &access["span"];
+    assert_eq!(span["name"], "grpc.server", "{access}");
+    assert_eq!(span["rpc.method"], "GetOrder", "{access}");
+    assert_eq!(span["rpc.grpc.status_code"], 0, "{access}");
+    assert!(span["principal"].is_string(), "{access}");
+    assert!(access["latency_ms"].is_f64(), "{access}");
+    let hex = |value: &serde_json::Value, len: usize| {
+        value
+            .as_str()
+            .is_some_and(|text| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    assert!(
+        hex(&access["trace_id"], 32) && hex(&access["span_id"], 16),
+        "{access}"
+    );
     assert_eq!(
         receiver.metric_exports(),
         0,
