@@ -34,6 +34,7 @@ use std::task::{Context, Poll, ready};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tracing::Instrument;
 
 /// Stored events read per query while replaying.
 const REPLAY_PAGE: usize = 512;
@@ -52,6 +53,9 @@ pub struct EventWatch {
     pending: VecDeque<Arc<LiveEvent>>,
     /// The live feed, polled in place (one registration per wait, not one future per event).
     live: BroadcastStream<Live>,
+    /// The span the watch was opened in (the WatchOrders call's): the replay's reads run in it,
+    /// so they belong to the call's trace although the response body is polled outside it.
+    span: tracing::Span,
 }
 
 /// The replay of stored events, which comes before the live feed.
@@ -82,6 +86,7 @@ impl EventWatch {
             replay: Replay::Done,
             pending: VecDeque::new(),
             live,
+            span: tracing::Span::current(),
         };
         match WatchStart::new(after_sequence, watch.filter.as_ref()) {
             WatchStart::Live => {
@@ -153,11 +158,14 @@ impl EventWatch {
                 Replay::Due => {
                     let (store, filter, after) =
                         (Arc::clone(&self.store), self.filter.clone(), self.cursor);
-                    self.replay = Replay::Reading(Box::pin(async move {
-                        store
-                            .events_after(after, filter.as_ref(), REPLAY_PAGE)
-                            .await
-                    }));
+                    self.replay = Replay::Reading(Box::pin(
+                        async move {
+                            store
+                                .events_after(after, filter.as_ref(), REPLAY_PAGE)
+                                .await
+                        }
+                        .instrument(self.span.clone()),
+                    ));
                     continue;
                 }
                 Replay::Reading(page) => {

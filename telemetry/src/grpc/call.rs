@@ -145,10 +145,6 @@ impl CallRecord {
         http::Response::from_parts(parts, TonicBody::new(ObservedBody::new(body, call)))
     }
 
-    pub(crate) fn span(&self) -> &tracing::Span {
-        &self.span
-    }
-
     /// Records the call's outcome on the span and in the metrics; later calls do nothing.
     pub(crate) fn finish(&mut self, code: Code, message: &str) {
         if std::mem::replace(&mut self.finished, true) {
@@ -212,7 +208,9 @@ impl Drop for CallRecord {
 
 pin_project_lite::pin_project! {
     /// A response body that finishes its call when the trailers (or the end, or an error)
-    /// go through, and keeps the call's span entered while the body is produced.
+    /// go through. It does not enter the call's span per poll: a server stream that does work
+    /// of its own (a watch reading stored events) carries the span it was opened in, so a
+    /// stream of many small frames does not pay a span enter and exit for each.
     struct ObservedBody<B> {
         #[pin]
         inner: B,
@@ -242,11 +240,6 @@ where
         let Some(call) = this.call.as_mut() else {
             return this.inner.poll_frame(cx);
         };
-        // A server's response stream (WatchOrders) is produced while this poll runs, so its
-        // logs belong to the call's span; a client only reads here, and entering a span costs
-        // more than the read.
-        let span = (call.side == Side::Server).then(|| call.span().clone());
-        let _entered = span.as_ref().map(tracing::Span::enter);
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {

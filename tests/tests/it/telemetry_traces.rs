@@ -745,14 +745,32 @@ async fn a_watch_stays_one_trace_across_an_order_service_restart() {
     assert!(status.success(), "{status}");
 
     let root = cli_root_span(&receiver, "status-client watch").await;
+    // The re-opened stream replays the log after its cursor: that read is store work of the
+    // WatchOrders call although it runs while the response body is polled.
     let trace = wait_for_trace(&receiver, &root.trace_id, |trace| {
         trace
             .iter()
             .filter(|span| is_server_call(span, "WatchOrders"))
             .count()
             >= 2
+            && trace
+                .iter()
+                .any(|span| span.attr_str("db.operation.name") == Some("events_after"))
     })
     .await;
+    for replay in trace
+        .iter()
+        .filter(|span| span.attr_str("db.operation.name") == Some("events_after"))
+    {
+        assert!(
+            trace
+                .iter()
+                .any(|server| is_server_call(server, "WatchOrders")
+                    && descends_from(&trace, replay, server)),
+            "every replay read belongs to a WatchOrders call:\n{}",
+            describe(&trace)
+        );
+    }
     // One logical call per stream opened, each under the command's span, each with the
     // order-service span of its stream beneath its attempt.
     let opens: Vec<&ReceivedSpan> = trace
