@@ -60,7 +60,8 @@ if ((run_cargo)); then
     # --target keeps these artifacts in target/$TARGET_TRIPLE, apart from the normal (dynamic)
     # builds, and makes RUSTFLAGS apply to the binaries only, not to build scripts.
     echo "build-images: cargo build --release --target $TARGET_TRIPLE (static)"
-    RUSTFLAGS='-C target-feature=+crt-static' \
+    # RUSTFLAGS replaces .cargo/config.toml's rustflags: keep its --cfg tokio_unstable.
+    RUSTFLAGS='-C target-feature=+crt-static --cfg tokio_unstable' \
         cargo build --release --target "$TARGET_TRIPLE" "${packages[@]}" --bins
 fi
 

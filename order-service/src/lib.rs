@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod health;
 pub mod healthcheck;
 pub mod observability;
+pub mod runtime;
 pub mod server;
 pub mod startup;
 pub mod store;

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         // Before any thread starts: the process may execute itself again.
         give_freed_memory_back_promptly();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match order_service::runtime::build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("order-service: cannot start the async runtime: {error}");
@@ -120,6 +120,12 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !order_service::runtime::LIFO_SLOT_DISABLED {
+        tracing::warn!(
+            "built without --cfg tokio_unstable: the runtime's LIFO slot stays on, and watch \
+             streams write to their sockets once per event instead of once per batch"
+        );
+    }
     let dev_token = settings.dev_token.clone();
     let served = async {
         let app = Application::build(settings, Observability::of(&telemetry)).await?;
