@@ -615,10 +615,31 @@ fn json_log_lines(log: &str) -> Vec<serde_json::Value> {
 
 /// The first JSON log line whose `message` is `message`.
 fn log_line(log: &str, message: &str) -> serde_json::Value {
+    find_log_line(log, message).unwrap_or_else(|| panic!("no log line {message:?} in:\n{log}"))
+}
+
+fn find_log_line(log: &str, message: &str) -> Option<serde_json::Value> {
     json_log_lines(log)
         .into_iter()
         .find(|line| line["message"] == message)
-        .unwrap_or_else(|| panic!("no log line {message:?} in:\n{log}"))
+}
+
+/// The first JSON log line whose `message` is `message` in the log that `read` reads, waiting
+/// for it: a running process writes its buffered lines out up to 100 ms later, on a timer of
+/// its own, so a span of the same moment can reach the receiver first.
+async fn logged_line(read: impl Fn() -> String, message: &str) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let log = read();
+        if let Some(line) = find_log_line(&log, message) {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line {message:?} after {PATIENCE:?} in:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -661,7 +682,7 @@ async fn log_lines_made_in_a_span_carry_its_trace_and_span_ids() {
     cli.run(&create).await.unwrap().assert_ok();
     let root = cli_root_span(&receiver, "status-client create").await;
     let trace = trace_through_server(&receiver, &root.trace_id, "CreateOrder").await;
-    let replay = log_line(&server.log(), "idempotent replay of CreateOrder");
+    let replay = logged_line(|| server.log(), "idempotent replay of CreateOrder").await;
     assert_eq!(replay["trace_id"], root.trace_id.as_str());
     assert!(
         trace.iter().any(|span| span.service_name == "order-service"
@@ -702,7 +723,11 @@ async fn log_lines_made_in_a_span_carry_its_trace_and_span_ids() {
         })
         .await
         .unwrap();
-    let access = log_line(&std::fs::read_to_string(log.path()).unwrap(), "request");
+    let access = logged_line(
+        || std::fs::read_to_string(log.path()).unwrap_or_default(),
+        "request",
+    )
+    .await;
     assert_eq!(access["trace_id"], trace_id);
     assert_eq!(access["span_id"], http.span_id.as_str());
     serve.terminate().await.unwrap();
