@@ -422,7 +422,15 @@ async fn killed_connections_are_ridden_out() {
     let db = TestDatabase::create().await;
     let a = db.store(keep()).await;
     let b = db.store(keep()).await;
-    a.write(create("p", Some("k-0"), "c"), None).await.unwrap();
+    // B's tailer has published the first event before the kills: a subscription opened later
+    // could otherwise still receive it (the live feed may hand a new subscriber events that
+    // committed before it subscribed; a watch skips them), and take it for the round's event.
+    let mut live_b = b.subscribe();
+    let first = a.write(create("p", Some("k-0"), "c"), None).await.unwrap();
+    assert_eq!(
+        next_events(&mut live_b, 1).await[0].order.id,
+        first.order.id
+    );
     b.ping().await.unwrap();
     let control = db.client().await;
     for round in 1..=3 {
