@@ -50,17 +50,7 @@ fn apply_keyed_create(
 ) -> Result<(WriteOutcome, Option<OrderEvent>), Failed> {
     let effect = decide(&write.change, None, write.now).map_err(Failed::Unchanged)?;
     let stored = stored_text(write, &effect);
-    let claimed = statements
-        .get(Sql::ClaimKey)
-        .and_then(|statement| {
-            statement.execute(params![
-                write.principal.as_str(),
-                request_id.as_str(),
-                &write.fingerprint().0[..],
-                stored,
-                write.now.0
-            ])
-        })
+    let claimed = write_key_record(statements, Sql::ClaimKey, write, request_id, &stored)
         // Whatever SQLite undid of a failed insert, the batch is retried without this write.
         .map_err(|error| Failed::Changed(into_error(error)))?;
     if claimed == 0 {
@@ -70,6 +60,26 @@ fn apply_keyed_create(
         return Ok((outcome, None));
     }
     persist(statements, write, effect, &stored, KeyRecord::Claimed).map_err(Failed::Changed)
+}
+
+/// Writes `write`'s idempotency record under `request_id` with `sql` (an insert, or one that
+/// leaves a taken key alone): the rows written, 0 or 1.
+fn write_key_record(
+    statements: &mut Statements<'_>,
+    sql: Sql,
+    write: &Write,
+    request_id: &RequestId,
+    stored: &str,
+) -> rusqlite::Result<usize> {
+    statements.get(sql).and_then(|statement| {
+        statement.execute(params![
+            write.principal.as_str(),
+            request_id.as_str(),
+            &write.fingerprint().0[..],
+            stored,
+            write.now.0
+        ])
+    })
 }
 
 /// The answer the record stored under `request_id` gives to `write`, if there is one: the
@@ -170,17 +180,7 @@ fn persist(
         .as_ref()
         .filter(|_| key == KeyRecord::Insert)
     {
-        statements
-            .get(Sql::InsertKey)
-            .and_then(|statement| {
-                statement.execute(params![
-                    write.principal.as_str(),
-                    request_id.as_str(),
-                    &write.fingerprint().0[..],
-                    stored,
-                    write.now.0
-                ])
-            })
+        write_key_record(statements, Sql::InsertKey, write, request_id, stored)
             .map_err(into_error)?;
     }
     Ok((
