@@ -20,4 +20,5 @@ pub mod load;
 pub mod postgres;
 pub mod processes;
 pub mod report;
+pub mod setup;
 pub mod tokens;

@@ -18,6 +18,7 @@ use order_status_bench::fsync_baseline;
 use order_status_bench::load::{self, LoadResult, LoadSettings, Target, Workload};
 use order_status_bench::processes::ServerProcess;
 use order_status_bench::report::{Figures, error_lines};
+use order_status_bench::setup::{self, Scratch};
 use order_status_bench::tokens;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -131,26 +132,11 @@ struct Totals {
 }
 
 async fn run(args: Args) -> anyhow::Result<u64> {
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .context("this binary has no parent directory")?
-        .to_owned();
-    let order_service = args
-        .order_service
-        .clone()
-        .unwrap_or_else(|| exe_dir.join("order-service"));
-    let bare_server = args
-        .bare_server
-        .clone()
-        .unwrap_or_else(|| exe_dir.join("bare-server"));
-    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("order-status-bench-")
-        .tempdir_in(&work_dir)
-        .with_context(|| format!("making a temporary directory in {}", work_dir.display()))?;
+    let order_service = setup::sibling_binary(args.order_service.as_deref(), "order-service")?;
+    let bare_server = setup::sibling_binary(args.bare_server.as_deref(), "bare-server")?;
     let token = tokens::generate();
-    let tokens_file = dir.path().join("tokens.toml");
-    tokens::write_tokens_file(&tokens_file, &token).context("writing the tokens file")?;
+    let Scratch { dir, tokens_file } =
+        Scratch::new("order-status-bench-", args.work_dir.as_deref(), &token)?;
     let database = dir.path().join("orders.db");
     let collector = if args.otlp_collector {
         Some(

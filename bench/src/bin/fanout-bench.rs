@@ -19,6 +19,7 @@ use order_status_bench::fanout::watchers::Watchers;
 use order_status_bench::load::{self, Target};
 use order_status_bench::processes::ServerProcess;
 use order_status_bench::report::{millis, percentile};
+use order_status_bench::setup::{self, Scratch};
 use order_status_bench::tokens;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -328,26 +329,11 @@ async fn run(args: Args, client_threads: usize) -> anyhow::Result<bool> {
         "--creates-per-second must be positive"
     );
     let clock_base = Instant::now();
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .context("this binary has no parent directory")?
-        .to_owned();
-    let order_service = args
-        .order_service
-        .clone()
-        .unwrap_or_else(|| exe_dir.join("order-service"));
-    let bare_server = args
-        .bare_server
-        .clone()
-        .unwrap_or_else(|| exe_dir.join("bare-server"));
-    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("order-status-fanout-")
-        .tempdir_in(&work_dir)
-        .with_context(|| format!("making a temporary directory in {}", work_dir.display()))?;
+    let order_service = setup::sibling_binary(args.order_service.as_deref(), "order-service")?;
+    let bare_server = setup::sibling_binary(args.bare_server.as_deref(), "bare-server")?;
     let token = tokens::generate();
-    let tokens_file = dir.path().join("tokens.toml");
-    tokens::write_tokens_file(&tokens_file, &token).context("writing the tokens file")?;
+    let Scratch { dir, tokens_file } =
+        Scratch::new("order-status-fanout-", args.work_dir.as_deref(), &token)?;
     let authorization: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
     let cpu = CpuClock::new()?;
     let run_tag = token[..8].to_owned();

@@ -20,6 +20,7 @@ use order_status_bench::load::{
 use order_status_bench::postgres::{self, BenchDatabase, ServerFacts};
 use order_status_bench::processes::ServerProcess;
 use order_status_bench::report::{Figures, error_lines, millis};
+use order_status_bench::setup::{self, Scratch};
 use order_status_bench::tokens;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -260,25 +261,10 @@ async fn bench(
     database: &BenchDatabase,
     token: &str,
 ) -> anyhow::Result<u64> {
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .context("this binary has no parent directory")?
-        .to_owned();
-    let order_service = args
-        .order_service
-        .clone()
-        .unwrap_or_else(|| exe_dir.join("order-service"));
-    let bare_server = args
-        .bare_server
-        .clone()
-        .unwrap_or_else(|| exe_dir.join("bare-server"));
-    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("order-status-pg-bench-")
-        .tempdir_in(&work_dir)
-        .with_context(|| format!("making a temporary directory in {}", work_dir.display()))?;
-    let tokens_file = dir.path().join("tokens.toml");
-    tokens::write_tokens_file(&tokens_file, token).context("writing the tokens file")?;
+    let order_service = setup::sibling_binary(args.order_service.as_deref(), "order-service")?;
+    let bare_server = setup::sibling_binary(args.bare_server.as_deref(), "bare-server")?;
+    let Scratch { dir, tokens_file } =
+        Scratch::new("order-status-pg-bench-", args.work_dir.as_deref(), token)?;
 
     let mut replicas = Vec::new();
     for name in ["a", "b"] {

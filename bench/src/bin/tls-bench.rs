@@ -7,12 +7,12 @@
 //!
 //! Run: `cargo build --release -p order-service -p order-status-bench && target/release/tls-bench`
 
-use anyhow::Context as _;
 use clap::Parser;
 use order_status_bench::cpu::CpuClock;
 use order_status_bench::load::{self, LoadResult, LoadSettings, Target, Workload};
 use order_status_bench::processes::ServerProcess;
 use order_status_bench::report::Figures;
+use order_status_bench::setup::{self, Scratch};
 use order_status_bench::tokens;
 use order_status_tests::tls::TestCa;
 use std::net::SocketAddr;
@@ -133,20 +133,9 @@ impl Connects {
 }
 
 async fn run(args: Args) -> anyhow::Result<u64> {
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .context("this binary has no parent directory")?
-        .to_owned();
-    let binary = args
-        .order_service
-        .clone()
-        .unwrap_or_else(|| exe_dir.join("order-service"));
-    let dir = tempfile::Builder::new()
-        .prefix("order-status-tls-bench-")
-        .tempdir()?;
+    let binary = setup::sibling_binary(args.order_service.as_deref(), "order-service")?;
     let token = tokens::generate();
-    let tokens_file = dir.path().join("tokens.toml");
-    tokens::write_tokens_file(&tokens_file, &token)?;
+    let Scratch { dir, tokens_file } = Scratch::new("order-status-tls-bench-", None, &token)?;
     let ca = TestCa::new(dir.path(), "bench")?;
     let certificate = ca.server("order-service")?;
 

@@ -11,6 +11,7 @@ use clap::Parser;
 use order_status_bench::load::{self, LoadSettings, Target, Workload};
 use order_status_bench::processes::ServerProcess;
 use order_status_bench::report::error_lines;
+use order_status_bench::setup::{self, Scratch};
 use order_status_bench::tokens;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,21 +63,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let order_service = match &args.order_service {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no parent directory")?
-            .join("order-service"),
-    };
-    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("order-status-wal-")
-        .tempdir_in(&work_dir)
-        .with_context(|| format!("making a temporary directory in {}", work_dir.display()))?;
+    let order_service = setup::sibling_binary(args.order_service.as_deref(), "order-service")?;
     let token = tokens::generate();
-    let tokens_file = dir.path().join("tokens.toml");
-    tokens::write_tokens_file(&tokens_file, &token).context("writing the tokens file")?;
+    let Scratch { dir, tokens_file } =
+        Scratch::new("order-status-wal-", args.work_dir.as_deref(), &token)?;
     let database = dir.path().join("orders.db");
     let wal = dir.path().join("orders.db-wal");
 
