@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .build_server(true)
         .out_dir(&encoded_dir)
+        .codec_path("crate::encoded::ServerCodec")
         .extern_path(".orders.v1.OrderEvent", "crate::encoded::EncodedOrderEvent")
         .extern_path(".orders.v1", "crate::v1")
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
