@@ -203,25 +203,14 @@ async fn assert_access_line(
     method: &str,
     code: &str,
 ) {
-    let access_line = |log: &str| {
-        log.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find(|line| {
-                line["message"] == "call finished"
-                    && line["span_id"] == server_span.span_id.as_str()
-            })
-    };
-    let waiting_since = Instant::now();
-    let (log, line) = loop {
-        let log = server.log();
-        match access_line(&log) {
-            Some(line) => break (log, line),
-            None if waiting_since.elapsed() > PATIENCE => {
-                panic!("no access line for span {}:\n{log}", server_span.span_id)
-            }
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let (log, line) = wait_for_log_line(
+        || server.log(),
+        &format!("access line for span {}", server_span.span_id),
+        |line| {
+            line["message"] == "call finished" && line["span_id"] == server_span.span_id.as_str()
+        },
+    )
+    .await;
     assert!(
         !log.contains(WRITER_TOKEN),
         "the log holds the token:\n{log}"
@@ -615,28 +604,29 @@ fn json_log_lines(log: &str) -> Vec<serde_json::Value> {
 
 /// The first JSON log line whose `message` is `message`.
 fn log_line(log: &str, message: &str) -> serde_json::Value {
-    find_log_line(log, message).unwrap_or_else(|| panic!("no log line {message:?} in:\n{log}"))
-}
-
-fn find_log_line(log: &str, message: &str) -> Option<serde_json::Value> {
     json_log_lines(log)
         .into_iter()
         .find(|line| line["message"] == message)
+        .unwrap_or_else(|| panic!("no log line {message:?} in:\n{log}"))
 }
 
-/// The first JSON log line whose `message` is `message` in the log that `read` reads, waiting
-/// for it: a running process writes its buffered lines out up to 100 ms later, on a timer of
-/// its own, so a span of the same moment can reach the receiver first.
-async fn logged_line(read: impl Fn() -> String, message: &str) -> serde_json::Value {
+/// The first JSON line that `matches` in the log that `read` reads, and that log, waiting for
+/// it: a running process writes its lines out in batches every 100 ms, on a timer of its own,
+/// so a span of the same moment can reach the receiver before its line reaches the file.
+async fn wait_for_log_line(
+    read: impl Fn() -> String,
+    what: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> (String, serde_json::Value) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let log = read();
-        if let Some(line) = find_log_line(&log, message) {
-            return line;
+        if let Some(line) = json_log_lines(&log).into_iter().find(|line| matches(line)) {
+            return (log, line);
         }
         assert!(
             Instant::now() < deadline,
-            "no log line {message:?} after {PATIENCE:?} in:\n{log}"
+            "no {what} after {PATIENCE:?} in:\n{log}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -682,7 +672,12 @@ async fn log_lines_made_in_a_span_carry_its_trace_and_span_ids() {
     cli.run(&create).await.unwrap().assert_ok();
     let root = cli_root_span(&receiver, "status-client create").await;
     let trace = trace_through_server(&receiver, &root.trace_id, "CreateOrder").await;
-    let replay = logged_line(|| server.log(), "idempotent replay of CreateOrder").await;
+    let (_, replay) = wait_for_log_line(
+        || server.log(),
+        "replay line",
+        |line| line["message"] == "idempotent replay of CreateOrder",
+    )
+    .await;
     assert_eq!(replay["trace_id"], root.trace_id.as_str());
     assert!(
         trace.iter().any(|span| span.service_name == "order-service"
@@ -723,9 +718,10 @@ async fn log_lines_made_in_a_span_carry_its_trace_and_span_ids() {
         })
         .await
         .unwrap();
-    let access = logged_line(
+    let (_, access) = wait_for_log_line(
         || std::fs::read_to_string(log.path()).unwrap_or_default(),
-        "request",
+        "request line",
+        |line| line["message"] == "request",
     )
     .await;
     assert_eq!(access["trace_id"], trace_id);
