@@ -38,9 +38,4 @@ impl Scratch {
         tokens::write_tokens_file(&tokens_file, token).context("writing the tokens file")?;
         Ok(Scratch { dir, tokens_file })
     }
-
-    /// The directory's path.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
 }

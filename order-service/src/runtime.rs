@@ -6,8 +6,9 @@
 //! and wakes it, and with the slot that task runs at once and writes the lone frame to the
 //! socket, before the next stream has queued its own. Without the slot the connection task runs
 //! after the woken streams and writes all their frames in one go. Measured on 10,000 streams
-//! over 10 connections, 100 creates at 20/s (`watch-hold`): 0.42 → 0.05 socket writes per
-//! delivery, 5.2 → 3.9 µs of server CPU per delivery, CreateOrder p99 39 → 8 ms.
+//! over 10 connections, 100 creates at 20/s (`watch-hold`, two runs each, interleaved):
+//! 0.47-0.52 → 0.06 socket writes per delivery, 5.4-5.5 → 4.1 µs of server CPU per delivery,
+//! CreateOrder p99 41 → 13-30 ms.
 //!
 //! Turning the slot off is part of tokio's unstable API, compiled in by `--cfg tokio_unstable`
 //! (set in `.cargo/config.toml`). A build without the flag still runs, with the slot on.
