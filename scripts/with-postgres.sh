@@ -39,7 +39,9 @@ dir="$(mktemp -d "${TMPDIR:-/tmp}/order-status-pg.XXXXXX")"
 as_owner=()
 if ((EUID == 0)); then
     chown postgres: "$dir"
-    as_owner=(runuser -u postgres --)
+    # From /: the postgres user may not be allowed into the caller's directory (a checkout in
+    # a private temporary directory), and initdb and pg_ctl complain when they cannot go back.
+    as_owner=(runuser -u postgres -- env --chdir=/)
 fi
 
 stop() {
