@@ -5,7 +5,7 @@
 //! (the store logs nothing inside it that needs its own span id; lines carry the call's), and
 //! making, entering and closing it cost GetOrder about a tenth of its instructions.
 
-use super::{Live, LogBounds, OrderStore};
+use super::{LiveReceiver, LogBounds, OrderStore};
 use crate::domain::{
     Change, Error, ListQuery, Order, OrderEvent, OrderId, Page, Write, WriteOutcome,
 };
@@ -13,7 +13,7 @@ use order_status_telemetry::Metrics;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::broadcast;
+
 use tracing::Instrument;
 
 /// Wraps a store with spans and latency metrics.
@@ -117,7 +117,7 @@ impl OrderStore for InstrumentedStore {
         self.observe("log_bounds", self.inner.log_bounds()).await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Live> {
+    fn subscribe(&self) -> LiveReceiver {
         self.inner.subscribe()
     }
 

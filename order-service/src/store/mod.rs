@@ -15,7 +15,7 @@ mod watch;
 pub mod webhooks;
 
 pub use instrumented::InstrumentedStore;
-pub use live::{Live, LiveEvent, LiveEvents};
+pub use live::{Live, LiveEvent, LiveEvents, LiveReceiver};
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_WAL_LIMIT_BYTES, SqliteStore, WalOptions};
 pub use watch::EventWatch;
@@ -23,7 +23,6 @@ pub use webhooks::WebhookStore;
 
 use crate::domain::{Error, ListQuery, Order, OrderEvent, OrderId, Page, Write, WriteOutcome};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 /// How long records are kept.
 #[derive(Debug, Clone, Copy)]
@@ -111,7 +110,7 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Events committed from now on (by any process sharing the store), in sequence order, with
     /// no silent gap: a hole that pruning made before this process could publish it is announced
     /// as [`Live::Pruned`]. Used through [`EventWatch`], which joins it to the stored events.
-    fn subscribe(&self) -> broadcast::Receiver<Live>;
+    fn subscribe(&self) -> LiveReceiver;
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), Error>;

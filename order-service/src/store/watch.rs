@@ -25,15 +25,13 @@
 //! A watch is polled in place ([`EventWatch::poll_next`]): every event already received is
 //! returned without waiting, so a watch stream woken once drains a whole batch.
 
-use super::{Live, LiveEvent, OrderStore};
+use super::{Live, LiveEvent, LiveReceiver, OrderStore};
 use crate::domain::{Error, OrderEvent, OrderId, WatchStart};
 use futures::future::BoxFuture;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use tokio_stream::Stream;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
 /// Stored events read per query while replaying.
@@ -52,7 +50,7 @@ pub struct EventWatch {
     /// Events read but not yet delivered.
     pending: VecDeque<Arc<LiveEvent>>,
     /// The live feed, polled in place (one registration per wait, not one future per event).
-    live: BroadcastStream<Live>,
+    live: LiveReceiver,
     /// The span the watch was opened in (the WatchOrders call's): the replay's reads run in it,
     /// so they belong to the call's trace although the response body is polled outside it.
     span: tracing::Span,
@@ -77,7 +75,7 @@ impl EventWatch {
         after_sequence: u64,
     ) -> Result<EventWatch, Error> {
         // Subscribe first: everything committed from here on reaches us live.
-        let live = BroadcastStream::new(store.subscribe());
+        let live = store.subscribe();
         let mut watch = EventWatch {
             store,
             filter,
@@ -183,14 +181,14 @@ impl EventWatch {
                     continue;
                 }
             }
-            match ready!(std::pin::Pin::new(&mut self.live).poll_next(cx)) {
-                Some(Ok(Live::Event(event))) => {
+            match ready!(self.live.poll_recv(cx)) {
+                Ok(Live::Event(event)) => {
                     if event.sequence > self.cursor && self.wants(&event) {
                         self.cursor = event.sequence;
                         return Poll::Ready(Ok(event));
                     }
                 }
-                Some(Ok(Live::Pruned { through, .. })) => {
+                Ok(Live::Pruned { through, .. }) => {
                     // Whether the pruned events concerned this watch is unknown: it ends rather
                     // than skip them silently; resuming from its cursor is then refused as
                     // expired, as a replay that pruning overtook is.
@@ -201,13 +199,13 @@ impl EventWatch {
                         }));
                     }
                 }
-                Some(Err(BroadcastStreamRecvError::Lagged(missed))) => {
+                Err(RecvError::Lagged(missed)) => {
                     return Poll::Ready(Err(Error::WatcherTooSlow {
                         missed,
                         resume_after: self.cursor,
                     }));
                 }
-                None => {
+                Err(RecvError::Closed) => {
                     return Poll::Ready(Err(Error::Unavailable(
                         "the store's live event feed has closed (the store is shutting down)"
                             .into(),

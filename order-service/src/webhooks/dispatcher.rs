@@ -16,14 +16,15 @@ use super::secrets::SecretBox;
 use crate::domain::{Error, OrderEvent, UnixMicros};
 use crate::error_chain::DisplayChain;
 use crate::store::webhooks::{AttemptRecord, DeliveryRow, EndpointRow, WebhookStore};
-use crate::store::{Live, OrderStore};
+use crate::store::{LiveReceiver, OrderStore};
 use bytes::Bytes;
 use order_status_telemetry::Metrics;
 use order_status_webhooks::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Secret};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -181,7 +182,7 @@ struct Worker {
     dispatcher: Arc<Dispatcher>,
     id: String,
     /// Only a wake-up: the events themselves are read from the log after the cursor.
-    live: broadcast::Receiver<Live>,
+    live: LiveReceiver,
     changes: watch::Receiver<u64>,
     /// When the next attempt of the event after the cursor is due (by the runtime's clock).
     due: Option<Due>,
@@ -305,7 +306,7 @@ impl Worker {
     async fn wait_for_events(&mut self) {
         tokio::select! {
             received = self.live.recv() => {
-                if let Err(broadcast::error::RecvError::Closed) = received {
+                if let Err(RecvError::Closed) = received {
                     tokio::time::sleep(self.dispatcher.settings.poll).await;
                 }
             }

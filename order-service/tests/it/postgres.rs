@@ -8,12 +8,11 @@ use order_service::domain::{
     RawLineItem, RequestId, UnixMicros, UpdateStatus, Violations, Write,
 };
 use order_service::store::{
-    Live, OrderStore, PostgresSettings, PostgresStore, Retention, StoreOptions,
+    Live, LiveReceiver, OrderStore, PostgresSettings, PostgresStore, Retention, StoreOptions,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
 
@@ -165,7 +164,7 @@ async fn wait_for_backends(client: &tokio_postgres::Client, condition: &str, wan
 }
 
 /// The next `count` live events of `receiver`.
-async fn next_events(receiver: &mut broadcast::Receiver<Live>, count: usize) -> Vec<OrderEvent> {
+async fn next_events(receiver: &mut LiveReceiver, count: usize) -> Vec<OrderEvent> {
     tokio::time::timeout(PATIENCE, async {
         let mut events = Vec::new();
         while events.len() < count {

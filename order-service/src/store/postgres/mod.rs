@@ -29,14 +29,14 @@ use self::rows::{
     pool_error,
 };
 use self::writer::Job;
-use super::{Live, LiveEvents, LogBounds, OrderStore, Retention, StoreOptions};
+use super::{LiveEvents, LiveReceiver, LogBounds, OrderStore, Retention, StoreOptions};
 use crate::domain::{
     Error, ListQuery, Order, OrderEvent, OrderId, OrderStatus, Page, Write, WriteOutcome,
 };
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -266,7 +266,7 @@ impl OrderStore for PostgresStore {
         })
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Live> {
+    fn subscribe(&self) -> LiveReceiver {
         self.live.subscribe()
     }
 

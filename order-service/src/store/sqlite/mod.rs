@@ -22,7 +22,7 @@ use self::rows::{EVENT_COLUMNS, ORDER_COLUMNS, event_from_row, into_error, order
 use self::thread_exit::ThreadExit;
 use self::write_health::{WriteHealth, unavailable};
 use self::writer::{Command, Writer};
-use super::{Live, LiveEvents, LogBounds, OrderStore, StoreOptions};
+use super::{LiveEvents, LiveReceiver, LogBounds, OrderStore, StoreOptions};
 use crate::domain::{
     Error, ListQuery, Order, OrderEvent, OrderId, OrderStatus, Page, Write, WriteOutcome,
 };
@@ -31,7 +31,7 @@ use rusqlite::{OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// Writes waiting for the writer thread before callers are made to wait.
 const WRITE_QUEUE: usize = 4096;
@@ -348,7 +348,7 @@ impl OrderStore for SqliteStore {
             .await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Live> {
+    fn subscribe(&self) -> LiveReceiver {
         self.live.subscribe()
     }
 
