@@ -7,6 +7,7 @@ use crate::grpc::admission::OPEN_MAX_MESSAGE_BYTES;
 use crate::grpc::gate::GateLayer;
 use crate::grpc::orders::OrdersApi;
 use crate::grpc::watch::WatchOptions;
+use crate::grpc::watch_route::OrderRoutes;
 use crate::grpc::webhooks::WebhooksApi;
 use crate::observability::Observability;
 use crate::server::{self, ConnectionSettings};
@@ -20,7 +21,6 @@ use crate::{domain, health};
 use anyhow::Context as _;
 use order_status_telemetry::grpc::GrpcServerLayer;
 use order_status_tls::reload::{CurrentConfig, Reloader};
-use orders_proto::encoded::order_service_server::OrderServiceServer;
 use orders_proto::v1::webhook_service_server::WebhookServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -168,9 +168,11 @@ impl Application {
             },
             observability.metrics.clone(),
         );
-        let orders = OrderServiceServer::new(api)
-            .max_decoding_message_size(settings.max_message_bytes)
-            .max_encoding_message_size(settings.max_message_bytes.max(4 * 1024 * 1024));
+        let orders = OrderRoutes::new(
+            api,
+            settings.max_message_bytes,
+            settings.max_message_bytes.max(4 * 1024 * 1024),
+        );
         let dispatcher = Dispatcher::new(
             Arc::clone(&store),
             Arc::clone(&hooks),

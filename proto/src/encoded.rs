@@ -1,6 +1,7 @@
 //! An `orders.v1.OrderEvent` already encoded, and an `OrderService` server whose `WatchOrders`
-//! streams it: an event sent to many watch streams is encoded once, and each stream copies the
-//! shared bytes into its frame instead of encoding the message again.
+//! streams it: an event sent to many watch streams is encoded once, with its gRPC message prefix,
+//! and order-service sends those shared bytes on every stream (tonic's encoder, if used, copies
+//! them into its buffer like any message).
 //!
 //! [`order_service_server`] is generated from the same proto as [`crate::v1`]'s server, with every
 //! message taken from [`crate::v1`] except `OrderEvent`, which is [`EncodedOrderEvent`] here
@@ -58,29 +59,60 @@ where
     }
 }
 
-/// The protobuf encoding of one [`OrderEvent`]: what prost writes for it, byte for byte. Cloning
-/// shares the bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Bytes of gRPC's message prefix: a compressed flag and the message's length (big-endian u32).
+pub const GRPC_PREFIX_BYTES: usize = 5;
+
+/// The protobuf encoding of one [`OrderEvent`]: what prost writes for it, byte for byte, kept
+/// behind the gRPC message prefix so that the whole frame can be sent as it is
+/// ([`EncodedOrderEvent::grpc_frame`]). Cloning shares the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedOrderEvent {
-    bytes: Bytes,
+    /// The gRPC prefix (uncompressed, the length), then the message.
+    framed: Bytes,
 }
 
 impl EncodedOrderEvent {
     /// Encodes `event` (once; every clone shares the result).
     pub fn new(event: &OrderEvent) -> Self {
+        let len = event.encoded_len();
+        let mut framed = Vec::with_capacity(GRPC_PREFIX_BYTES + len);
+        framed.push(0);
+        framed.extend_from_slice(&grpc_length(len).to_be_bytes());
+        event.encode_raw(&mut framed);
         EncodedOrderEvent {
-            bytes: Bytes::from(event.encode_to_vec()),
+            framed: Bytes::from(framed),
         }
     }
 
-    /// The encoded message (without gRPC's length prefix).
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.bytes
+    /// The encoded message (without gRPC's prefix).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.framed[GRPC_PREFIX_BYTES..]
+    }
+
+    /// The message as one gRPC length-prefixed message (uncompressed): what a response body
+    /// sends for it.
+    pub fn grpc_frame(&self) -> &Bytes {
+        &self.framed
     }
 
     /// The event these bytes encode.
     pub fn decode_event(&self) -> Result<OrderEvent, DecodeError> {
-        OrderEvent::decode(self.bytes.clone())
+        OrderEvent::decode(self.as_bytes())
+    }
+}
+
+/// The prefix's length field. A message over 4 GiB cannot be sent on gRPC at all (and an event
+/// is a few hundred bytes).
+fn grpc_length(len: usize) -> u32 {
+    u32::try_from(len).expect("a gRPC message is under 4 GiB")
+}
+
+impl Default for EncodedOrderEvent {
+    /// An empty message (the encoding of a default `OrderEvent`).
+    fn default() -> Self {
+        EncodedOrderEvent {
+            framed: Bytes::from_static(&[0; GRPC_PREFIX_BYTES]),
+        }
     }
 }
 
@@ -95,7 +127,7 @@ impl From<&OrderEvent> for EncodedOrderEvent {
 /// of an `OrderEvent` gives the same bytes back.
 impl Message for EncodedOrderEvent {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.bytes);
+        buf.put_slice(self.as_bytes());
     }
 
     fn merge_field(
@@ -112,11 +144,11 @@ impl Message for EncodedOrderEvent {
     }
 
     fn encoded_len(&self) -> usize {
-        self.bytes.len()
+        self.framed.len() - GRPC_PREFIX_BYTES
     }
 
     fn clear(&mut self) {
-        self.bytes = Bytes::new();
+        *self = EncodedOrderEvent::default();
     }
 }
 
@@ -186,13 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn its_grpc_frame_is_the_prefix_then_the_message() {
+        let event = event();
+        let message = event.encode_to_vec();
+        let encoded = EncodedOrderEvent::new(&event);
+        let frame = encoded.grpc_frame();
+        assert_eq!(frame[0], 0, "not compressed");
+        assert_eq!(
+            u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize,
+            message.len()
+        );
+        assert_eq!(&frame[5..], message.as_slice());
+        assert_eq!(
+            EncodedOrderEvent::default().grpc_frame().as_ref(),
+            &[0, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
     fn decoding_the_bytes_of_an_event_gives_them_back() {
         let event = event();
         let decoded = EncodedOrderEvent::decode(event.encode_to_vec().as_slice()).unwrap();
-        assert_eq!(
-            decoded.as_bytes().as_ref(),
-            event.encode_to_vec().as_slice()
-        );
+        assert_eq!(decoded.as_bytes(), event.encode_to_vec().as_slice());
         assert_eq!(decoded.decode_event().unwrap(), event);
         assert_eq!(
             EncodedOrderEvent::decode(&[][..]).unwrap(),

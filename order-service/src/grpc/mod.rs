@@ -16,5 +16,6 @@ pub mod orders;
 pub mod peer;
 pub mod rate_limit;
 pub mod watch;
+pub mod watch_route;
 pub mod webhooks;
 pub mod wire;

@@ -91,8 +91,9 @@ pub(crate) async fn open_watch(
     })
 }
 
-/// One `WatchOrders` stream. Polled by tonic, which encodes every event it returns ready into
-/// one buffer, so everything a wake-up made available goes out in one HTTP/2 DATA frame.
+/// One `WatchOrders` stream. Polled by the response body ([`super::watch_route`]), which sends
+/// an event's shared frame as it is, or gathers everything a wake-up made available into one
+/// HTTP/2 DATA frame.
 struct Watch {
     events: EventWatch,
     /// Made once per stream: it stays registered with the shutdown token between events,
