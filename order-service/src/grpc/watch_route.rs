@@ -258,6 +258,12 @@ mod tests {
         panic!("the body ended without trailers");
     }
 
+    /// The next frame of `body`, which must be its trailers.
+    async fn next_trailers(body: &mut FramedEvents) -> http::HeaderMap {
+        let frame = body.frame().await.expect("a frame").expect("not an error");
+        frame.into_trailers().expect("trailers")
+    }
+
     #[tokio::test]
     async fn a_lone_event_goes_out_as_its_shared_frame_without_a_copy() {
         let shared = event(7);
@@ -266,13 +272,7 @@ mod tests {
         let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(frame.as_ptr(), shared.grpc_frame().as_ptr());
         assert_eq!(frame, *shared.grpc_frame());
-        let trailers = body
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
+        let trailers = next_trailers(&mut body).await;
         assert_eq!(trailers["grpc-status"], "0");
         assert!(http_body::Body::is_end_stream(&body));
         assert!(body.frame().await.is_none());
@@ -302,13 +302,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_over_the_message_limit_ends_the_stream_as_tonic_would() {
         let mut body = FramedEvents::new(Box::pin(tokio_stream::iter(vec![Ok(event(1))])), 1);
-        let trailers = body
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
+        let trailers = next_trailers(&mut body).await;
         let status = Status::from_header_map(&trailers).unwrap();
         assert_eq!(status.code(), Code::OutOfRange);
     }
