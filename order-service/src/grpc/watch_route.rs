@@ -102,11 +102,17 @@ async fn watch_orders(
     if let Some(encoding) = request.headers().get("grpc-encoding")
         && encoding != "identity"
     {
-        // tonic's answer for a compression it was not configured to accept.
-        return Err(Status::unimplemented(format!(
+        // tonic's answer for a compression it was not configured to accept, naming the one
+        // it does.
+        let mut status = Status::unimplemented(format!(
             "Content is compressed with `{}` which isn't supported",
             String::from_utf8_lossy(encoding.as_bytes())
-        )));
+        ));
+        status.metadata_mut().insert(
+            "grpc-accept-encoding",
+            tonic::metadata::MetadataValue::from_static("identity"),
+        );
+        return Err(status);
     }
     let (parts, body) = request.into_parts();
     let mut messages = Streaming::new_request(

@@ -28,6 +28,7 @@ const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 const REFLECTION_V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 const CREATE_ORDER: &str = "/orders.v1.OrderService/CreateOrder";
 const GET_ORDER: &str = "/orders.v1.OrderService/GetOrder";
+const WATCH_ORDERS: &str = "/orders.v1.OrderService/WatchOrders";
 
 /// The real order-service binary, with its log (text, `info`) in a file this test reads.
 struct Binary {
@@ -639,4 +640,66 @@ async fn a_request_that_does_not_decode_is_invalid_argument_and_its_cause_is_log
         "no cause in the log:\n{}",
         server.log()
     );
+}
+
+/// The status of a call to `path` whose whole body is `body` (sent as one frame, then the end),
+/// with `grpc-encoding` set when given.
+async fn answer_to(
+    addr: SocketAddr,
+    path: &str,
+    grpc_encoding: Option<&'static str>,
+    body: Bytes,
+) -> tonic::Status {
+    let mut sender = raw_connection(addr).await;
+    let (mut request, feed) = raw_request(addr, path, Some(WRITER));
+    if let Some(encoding) = grpc_encoding {
+        request
+            .headers_mut()
+            .insert("grpc-encoding", http::HeaderValue::from_static(encoding));
+    }
+    if !body.is_empty() {
+        feed.send(Ok(Frame::data(body))).await.unwrap();
+    }
+    drop(feed);
+    let response = sender.send_request(request).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), grpc_status(response))
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no answer"))
+}
+
+/// WatchOrders is answered outside tonic's generated server (to send shared frames); its
+/// refusals must be the same as every other method's.
+#[tokio::test]
+async fn watch_orders_refuses_bad_requests_as_the_other_methods_do() {
+    let server = Binary::start(&[], None);
+    // Field 1 (a string in both requests) holding bytes that are not UTF-8.
+    let undecodable: &[u8] = &[0x0a, 0x02, 0xff, 0xfe];
+    let mut framed = BytesMut::from(&message_prefix(undecodable.len() as u32)[..]);
+    framed.put_slice(undecodable);
+    let framed = framed.freeze();
+    let cases: [(&str, Option<&'static str>, Bytes); 4] = [
+        ("undecodable", None, framed.clone()),
+        ("no message", None, Bytes::new()),
+        ("cut short", None, message_prefix(10)),
+        ("gzip, not accepted", Some("gzip"), framed),
+    ];
+    for (case, encoding, body) in cases {
+        let get = answer_to(server.addr, GET_ORDER, encoding, body.clone()).await;
+        let watch = answer_to(server.addr, WATCH_ORDERS, encoding, body).await;
+        assert_ne!(get.code(), Code::Ok, "{case}: {get:?}");
+        assert_eq!(
+            watch.code(),
+            get.code(),
+            "{case}: {watch:?} against {get:?}"
+        );
+        assert_eq!(watch.message(), get.message(), "{case}");
+        assert_eq!(
+            watch.metadata().get("grpc-accept-encoding"),
+            get.metadata().get("grpc-accept-encoding"),
+            "{case}"
+        );
+        if encoding.is_none() {
+            assert_eq!(error_reason(&watch), reason::MALFORMED_REQUEST, "{case}");
+        }
+    }
 }
