@@ -18,13 +18,14 @@ use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// The buffer each response's messages are encoded into, allocated when the call starts (and
-/// grown for a larger message). tonic's default is 8 KiB, for every call: a watch stream holds
-/// its buffer for as long as it is open and writes each event a little further into it, so
-/// with 10,000 streams the buffers alone came to 80 MB of address space and, as events went
-/// through, most of it resident. An order or an event takes a few hundred bytes.
+/// grown for a larger message). tonic's default is 8 KiB, for every call, and touching it costs
+/// every unary call: an order takes a few hundred bytes. (Watch streams used to hold theirs for
+/// as long as they were open, 80 MB of address space for 10,000 streams; order-service now sends
+/// their events' shared frames without this encoder.)
 const RESPONSE_BUFFER_BYTES: usize = 1024;
-/// Encoded messages a stream gathers before handing them on as one frame: tonic's default.
-const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+/// Encoded messages a stream gathers before handing them on as one frame: tonic's default, and
+/// what order-service's own watch response body gathers too.
+pub const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
 
 /// The codec of [`order_service_server`]: prost's encoding with a response buffer of
 /// [`RESPONSE_BUFFER_BYTES`] instead of tonic's 8 KiB, and prost's decoding as it is.

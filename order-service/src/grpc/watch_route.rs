@@ -13,7 +13,9 @@ use futures::future::{BoxFuture, Either};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body::Frame;
 use orders_proto::encoded::order_service_server::{OrderService, OrderServiceServer};
-use orders_proto::encoded::{EncodedOrderEvent, GRPC_PREFIX_BYTES, ServerCodec};
+use orders_proto::encoded::{
+    EncodedOrderEvent, GRPC_PREFIX_BYTES, ServerCodec, YIELD_THRESHOLD_BYTES as GATHER_BYTES,
+};
 use orders_proto::v1 as pb;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -27,9 +29,6 @@ use tower::Service;
 
 /// The path of `WatchOrders`.
 const WATCH_ORDERS: &str = "/orders.v1.OrderService/WatchOrders";
-/// Events ready at once (a page of a replay) are gathered into one DATA frame up to this size,
-/// as tonic's encoder does.
-const GATHER_BYTES: usize = 32 * 1024;
 
 /// `OrderService` with `WatchOrders` served by [`FramedEvents`]; the rest by tonic's server.
 #[derive(Clone)]
@@ -137,7 +136,8 @@ async fn watch_orders(
 }
 
 /// A `WatchOrders` response body: each event's shared gRPC frame as a DATA frame of its own (or
-/// several ready at once gathered into one), then the trailers of how the stream ended.
+/// several ready at once, a page of a replay, gathered into one of up to tonic's
+/// [`GATHER_BYTES`], as its encoder does), then the trailers of how the stream ended.
 struct FramedEvents {
     events: EventStream,
     max_message: usize,

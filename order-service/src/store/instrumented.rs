@@ -13,7 +13,6 @@ use order_status_telemetry::Metrics;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
-
 use tracing::Instrument;
 
 /// Wraps a store with spans and latency metrics.
